@@ -1,0 +1,379 @@
+"""The CAM engine: k class maps of a batch of images from one forward pass and one batched gradient.
+
+References:
+    Grad-CAM, Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391
+    Grad-CAM++, Chattopadhay et al. 2018, https://arxiv.org/abs/1710.11063 (Eq. 19)
+    XGrad-CAM, Fu et al. 2020, https://arxiv.org/abs/2008.02312
+    LayerCAM, Jiang et al. 2021, https://ieeexplore.ieee.org/document/9462463
+    CAM, Zhou et al. 2016, https://arxiv.org/abs/1512.04150
+
+With A the target layer's activation (B, C, h, w) and y the class scores, for each of k targets:
+    Grad-CAM   relu(sum_c mean_hw(dy/dA_c) A_c)
+    Grad-CAM++ relu(sum_c [sum_hw relu(g) a] A_c), a = g^2 / (2 g^2 + sum_hw(A_c) g^3), a = 0 where g == 0
+    XGrad-CAM  relu(sum_c [sum_hw g A_c / sum_hw A_c] A_c)
+    LayerCAM   relu(sum_c relu(g) A_c)
+    CAM        relu(sum_c W[y, c] A_c) for a global-average-pool + linear head (no gradient at all)
+The contrastive form uses Grad-CAM on the score y_A - y_B ("A rather than B") or y_A - mean of the other targets
+("A rather than the rest of its group").
+
+How the engine reaches one pass: a forward hook swaps the target layer's output for a detached leaf, so the
+backward stops at that layer (a partial backward), and `torch.autograd.grad(..., is_grads_batched=True)` gives the
+gradients of all k targets at once. Hooks only act on the thread that registered them and are removed in
+`finally`; `model.training` is restored; nothing is left on the model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from teaching.errors import MethodError, ModelError
+
+EPS = 1e-7
+
+
+@dataclass
+class CamOutput:
+    """What a method computes for a batch."""
+
+    raw: torch.Tensor  # (B, k, h, w) maps after ReLU, before any scaling (pixel methods: h, w = input size)
+    logits: torch.Tensor  # (B, num_classes) from the same forward pass
+    layer: str  # the dotted name of the target layer ("" for pixel-space methods without one)
+    attributions: torch.Tensor | None = None  # (B, k, 3, H, W) signed pixel attributions (guided methods)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# --- layers and hooks ------------------------------------------------------------------------------------------
+
+
+def find_layer(model: nn.Module, name: str) -> nn.Module:
+    """The module called `name` in `model.named_modules()`, or a ModelError naming close candidates."""
+    modules = dict(model.named_modules())
+    if name in modules:
+        return modules[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, [n for n in modules if n], n=4, cutoff=0.4)
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    raise ModelError(f"no layer named {name!r} in {type(model).__name__}{hint}")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put the model in eval mode for the block and restore `model.training` afterwards, also on errors."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def capture(layer: nn.Module, detach: bool = True) -> Iterator[list[torch.Tensor]]:
+    """Collect the layer's output during forward passes of the calling thread only.
+
+    With `detach`, the output is replaced by a leaf that requires grad: gradients to it need only the part of the
+    graph after the layer. The model goes on with a clone, so in-place ops that follow (densenet's
+    `F.relu(inplace=True)`) leave the captured activation as it was.
+    """
+    owner = threading.get_ident()
+    store: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> torch.Tensor | None:
+        if threading.get_ident() != owner:
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise ModelError(f"the target layer returns {type(output).__name__}, not a tensor; choose another layer")
+        if not detach:
+            store.append(output)
+            return None
+        leaf = output.detach().requires_grad_(True)
+        store.append(leaf)
+        return leaf.clone()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def forward_with_activation(
+    model: nn.Module, x: torch.Tensor, layer: nn.Module, detach: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: (activation (B, C, h, w), logits (B, num_classes))."""
+    with torch.enable_grad(), capture(layer, detach) as store:
+        logits = model(x)
+    if not store:
+        raise ModelError("the target layer was not used in the forward pass; choose another layer")
+    return store[-1], logits
+
+
+# --- targets ---------------------------------------------------------------------------------------------------
+
+
+def class_scores(
+    logits: torch.Tensor, classes: torch.Tensor, contrast: str | None = None, versus: int | None = None
+) -> torch.Tensor:
+    """The k scores to explain, (B, k).
+
+    Args:
+        logits: (B, num_classes).
+        classes: (B, k) class indices per image.
+        contrast: None for y_A; "group" for y_A - mean of the other targets; "pair" for y_A - y_versus.
+        versus: the class B of the "pair" contrast.
+    """
+    y = logits.gather(1, classes)  # (B, k)
+    if contrast is None:
+        return y
+    if contrast == "pair":
+        if versus is None:
+            raise MethodError("the 'A rather than B' contrast needs versus=B")
+        return y - logits[:, versus : versus + 1]
+    if contrast == "group":
+        k = y.shape[1]
+        if k < 2:
+            raise MethodError("the contrast with the rest of the group needs at least two classes")
+        return y - (y.sum(1, keepdim=True) - y) / (k - 1)
+    raise MethodError(f"unknown contrast {contrast!r}; use 'group' or 'pair'")
+
+
+def batched_grad(scores: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
+    """d scores[:, j] / d wrt for every target j at once: (k, *wrt.shape), one batched backward."""
+    k = scores.shape[1]
+    if k == 1:
+        (g,) = torch.autograd.grad(scores.sum(), wrt)
+        return g.unsqueeze(0)
+    eye = torch.eye(k, device=scores.device, dtype=scores.dtype)  # (k, k)
+    grad_outputs = eye[:, None, :].expand(k, scores.shape[0], k)  # (k, B, k)
+    try:
+        (g,) = torch.autograd.grad(scores, wrt, grad_outputs=grad_outputs, is_grads_batched=True)
+    except RuntimeError:  # an op without a vmap rule: fall back to k backward passes on the partial graph
+        g = torch.stack([torch.autograd.grad(scores[:, j].sum(), wrt, retain_graph=j < k - 1)[0] for j in range(k)])
+    return g
+
+
+# --- methods ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CamRequest:
+    """Everything a method may need (set up by `compute_cams`)."""
+
+    model: nn.Module
+    x: torch.Tensor  # (B, 3, H, W)
+    classes: torch.Tensor  # (B, k)
+    layer_name: str
+    layer: nn.Module
+    contrast: str | None = None
+    versus: int | None = None
+    options: dict[str, object] = field(default_factory=dict)
+
+
+class CamMethod:
+    """A CAM method: `run` returns the raw maps (B, k, h, w) after ReLU and the logits of the same pass."""
+
+    name = ""
+    uses_layer = True
+
+    def run(self, req: CamRequest) -> CamOutput:
+        raise NotImplementedError
+
+
+class GradientCAM(CamMethod):
+    """Base of the gradient methods: one forward, one batched gradient, then `combine(A, G)`."""
+
+    def run(self, req: CamRequest) -> CamOutput:
+        t0 = time.perf_counter()
+        acts, logits = forward_with_activation(req.model, req.x, req.layer)
+        t1 = time.perf_counter()
+        scores = class_scores(logits, req.classes, req.contrast, req.versus)  # (B, k)
+        grads = batched_grad(scores, acts)  # (k, B, C, h, w)
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            maps = F.relu(self.combine(acts.detach().unsqueeze(0), grads)).transpose(0, 1)  # (B, k, h, w)
+        timings = {"forward": t1 - t0, "backward": t2 - t1, "maps": time.perf_counter() - t2}
+        return CamOutput(maps, logits.detach(), req.layer_name, timings=timings)
+
+    def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """Map before ReLU, (k, B, h, w), from acts (1, B, C, h, w) and grads (k, B, C, h, w)."""
+        return (self.channel_weights(acts, grads) * acts).sum(2)
+
+    def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GradCAM(GradientCAM):
+    name = "gradcam"
+
+    def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return grads.mean((-2, -1), keepdim=True)
+
+
+class GradCAMpp(GradientCAM):
+    name = "gradcampp"
+
+    def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return gradcampp_weights(acts, grads)
+
+
+def gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ channel weights (paper Eq. 19, with pytorch-grad-cam's eps = 1e-6), (k, B, C, 1, 1)."""
+    g2 = grads.pow(2)
+    g3 = g2 * grads
+    sum_acts = acts.sum((-2, -1), keepdim=True)
+    alpha = g2 / (2 * g2 + sum_acts * g3 + 1e-6)
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    return (F.relu(grads) * alpha).sum((-2, -1), keepdim=True)
+
+
+class XGradCAM(GradientCAM):
+    name = "xgradcam"
+
+    def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        sum_acts = acts.sum((-2, -1), keepdim=True)
+        return (grads * acts).sum((-2, -1), keepdim=True) / (sum_acts + EPS)
+
+
+class LayerCAM(GradientCAM):
+    name = "layercam"
+
+    def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return (F.relu(grads) * acts).sum(2)
+
+
+class ContrastiveCAM(GradCAM):
+    """Grad-CAM of y_A - y_B, or of y_A - mean of the other targets (the default)."""
+
+    name = "contrastive"
+
+    def run(self, req: CamRequest) -> CamOutput:
+        if req.contrast is None:
+            req.contrast = "pair" if req.versus is not None else "group"
+        return super().run(req)
+
+
+class ClosedFormCAM(CamMethod):
+    """CAM for a global-average-pool + linear head: every class map for the cost of one forward pass.
+
+    At the layer feeding the pool, dy_c/dA = W[c] / (h w) everywhere, so Grad-CAM is this map divided by h w.
+    """
+
+    name = "cam"
+
+    def run(self, req: CamRequest) -> CamOutput:
+        t0 = time.perf_counter()
+        linear = req.options.get("linear")
+        if not isinstance(linear, nn.Linear):
+            raise MethodError("the closed-form CAM needs a global-average-pool + linear head (efficientnet, resnet)")
+        with torch.no_grad():
+            acts, logits = forward_with_activation(req.model, req.x, req.layer, detach=False)
+            t1 = time.perf_counter()
+            w = linear.weight[req.classes]  # (B, k, C)
+            if req.contrast is not None:
+                w = w - _contrast_weights(w, linear.weight, req.contrast, req.versus)
+            maps = F.relu(torch.einsum("bkc,bchw->bkhw", w, acts.detach()))  # (B, k, h, w)
+        timings = {"forward": t1 - t0, "maps": time.perf_counter() - t1}
+        return CamOutput(maps, logits.detach(), req.layer_name, timings=timings)
+
+
+def _contrast_weights(w: torch.Tensor, all_w: torch.Tensor, contrast: str, versus: int | None) -> torch.Tensor:
+    if contrast == "pair":
+        if versus is None:
+            raise MethodError("the 'A rather than B' contrast needs versus=B")
+        return all_w[versus].expand_as(w)
+    k = w.shape[1]
+    if k < 2:
+        raise MethodError("the contrast with the rest of the group needs at least two classes")
+    return (w.sum(1, keepdim=True) - w) / (k - 1)
+
+
+METHODS: dict[str, Callable[[], CamMethod]] = {
+    "gradcam": GradCAM,
+    "gradcampp": GradCAMpp,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "contrastive": ContrastiveCAM,
+    "cam": ClosedFormCAM,
+}
+
+
+def register(name: str) -> Callable[[type[CamMethod]], type[CamMethod]]:
+    """Class decorator adding a method to METHODS (used by the modules that hold the other methods)."""
+
+    def wrap(cls: type[CamMethod]) -> type[CamMethod]:
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_method(name: str) -> CamMethod:
+    """An instance of the method called `name`, or a MethodError listing them."""
+    if name not in METHODS:
+        raise MethodError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]()
+
+
+def compute_cams(
+    model: nn.Module,
+    x: torch.Tensor,
+    classes: Sequence[int] | torch.Tensor,
+    method: str = "gradcam",
+    layer: str = "",
+    contrast: str | None = None,
+    versus: int | None = None,
+    linear: nn.Module | None = None,
+    **options: object,
+) -> CamOutput:
+    """Maps of k target classes for each image of a batch.
+
+    Args:
+        model: any classifier returning logits (B, num_classes).
+        x: (B, 3, H, W) preprocessed input on the model's device.
+        classes: k class indices shared by all images, or a (B, k) tensor of per-image indices.
+        method: a key of METHODS.
+        layer: dotted target layer name (ignored by pixel-space methods).
+        contrast: None, "group" or "pair" (see `class_scores`).
+        versus: class B for the "pair" contrast.
+        linear: the head's linear layer, for the closed-form CAM.
+        options: method options (e.g. batch_size, n_samples, std, seed).
+    """
+    impl = get_method(method)
+    cls = torch.as_tensor(classes, dtype=torch.long, device=x.device)
+    if cls.ndim == 1:
+        cls = cls.unsqueeze(0).expand(x.shape[0], -1)  # (B, k)
+    if cls.ndim != 2 or cls.shape[0] != x.shape[0]:
+        raise MethodError(f"classes must be k indices or a (batch, k) table; got shape {tuple(cls.shape)}")
+    target = find_layer(model, layer) if impl.uses_layer else model
+    if linear is not None:
+        options["linear"] = linear
+    req = CamRequest(model, x, cls, layer, target, contrast, versus, options)
+    with eval_mode(model):
+        return impl.run(req)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int], normalise: bool = True) -> torch.Tensor:
+    """Bilinear resize of (B, k, h, w) maps to `size` (H, W), then each map min-max scaled to [0, 1].
+
+    Same maths as pytorch-grad-cam's `scale_cam_image` (cv2 bilinear, half-pixel centres); an all-zero map stays 0.
+    """
+    out = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
+    if not normalise:
+        return out
+    return minmax(out)
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Each map (last two dims) scaled to [0, 1] as (m - min) / (max - min + eps)."""
+    lo = maps.amin((-2, -1), keepdim=True)
+    out = maps - lo
+    return out / (out.amax((-2, -1), keepdim=True) + EPS)

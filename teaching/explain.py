@@ -1,0 +1,130 @@
+"""The public Python API: `explain(image, classes, method, backbone, layer)` -> Explanation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from teaching.cams import compute_cams, upsample
+from teaching.errors import MethodError
+from teaching.images import load_image
+from teaching.labels import resolve_classes
+from teaching.models import DEFAULT_BACKBONE, Backbone, load_backbone
+
+
+@dataclass
+class Explanation:
+    """Maps of k classes for one image, and the prediction of the same forward pass."""
+
+    image: Image.Image  # the RGB photo, EXIF orientation applied
+    classes: list[int]  # the k target class indices
+    class_names: list[str]
+    method: str
+    backbone: str
+    maps: np.ndarray  # float32 (k, H, W) each scaled to [0, 1], at the image's size (0 outside the model's crop)
+    raw_maps: np.ndarray  # float32 (k, h, w) at the target layer, after ReLU, before any scaling
+    probs: np.ndarray  # float32 (num_classes,) softmax of the same forward pass
+    target_layer: str  # dotted module name used, e.g. "bn2" or "layer4"
+    input_tensor: torch.Tensor  # (1, 3, S, S) the exact preprocessed input
+    crop_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the photo that the model saw
+    labels: Sequence[str] = field(repr=False, default=())
+    attributions: np.ndarray | None = None  # float32 (k, 3, S, S) signed pixel attributions (guided methods)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def top(self, n: int = 5) -> list[tuple[int, str, float]]:
+        """The n most probable classes as (index, name, probability)."""
+        order = np.argsort(-self.probs)[:n]
+        return [(int(i), self.labels[int(i)], float(self.probs[i])) for i in order]
+
+    def crop_maps(self) -> np.ndarray:
+        """The maps cut to the crop the model saw, (k, y1 - y0, x1 - x0)."""
+        x0, y0, x1, y1 = self.crop_box
+        return self.maps[:, y0:y1, x0:x1]
+
+
+def place_maps(raw: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """Scale (k, h, w) maps to the crop box, min-max each to [0, 1], and paste them into a (k, H, W) zero frame."""
+    x0, y0, x1, y1 = box
+    inner = upsample(raw.unsqueeze(0), (y1 - y0, x1 - x0))[0]  # (k, y1-y0, x1-x0)
+    width, height = size
+    out = np.zeros((raw.shape[0], height, width), dtype=np.float32)
+    out[:, y0:y1, x0:x1] = inner.detach().cpu().numpy()
+    return out
+
+
+def explain(
+    image: str | Path | Image.Image | np.ndarray,
+    classes: Sequence[int | str] | None = None,
+    method: str = "gradcam",
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    layer: str | None = None,
+    weights: str | Path | None = None,
+    labels: str | Path | None = None,
+    device: str | None = None,
+    contrast: str | None = None,
+    versus: int | str | None = None,
+    top_k: int = 3,
+    **options: object,
+) -> Explanation:
+    """Explain one image: where the model looks for each of k classes.
+
+    Args:
+        image: a PIL image, an array (H, W[, C]) or a path.
+        classes: ImageNet indices or names ("African elephant"); default the `top_k` predicted classes.
+        method: gradcam, gradcampp, smoothgradcampp, scorecam, layercam, xgradcam, contrastive, guided_backprop,
+            guided_gradcam, occlusion or cam.
+        backbone: a registry name (loaded once per process) or a loaded Backbone.
+        layer: dotted target layer; default the backbone's.
+        weights, labels, device: see `teaching.models.load_backbone`.
+        contrast: "group" (A rather than the other targets) or "pair" (A rather than `versus`); the method
+            "contrastive" defaults to "group".
+        versus: class B of the pair contrast (index or name).
+        options: method options (batch_size, n_samples, std, seed, window, stride).
+    """
+    t0 = time.perf_counter()
+    bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, labels, device)
+    t1 = time.perf_counter()
+    img = load_image(image)
+    x, box = bb.preprocess(img)
+    t2 = time.perf_counter()
+    if classes is None or len(classes) == 0:
+        with torch.no_grad():
+            targets = bb.model(x)[0].topk(top_k).indices.tolist()
+    else:
+        targets = resolve_classes(classes, bb.labels)
+    versus_idx = resolve_classes([versus], bb.labels)[0] if versus is not None else None
+    if method == "cam" and not bb.spec.gap_linear:
+        raise MethodError(f"the closed-form CAM needs a global-average-pool + linear head; {bb.name} has none")
+    linear = dict(bb.model.named_modules())[bb.spec.classifier] if method == "cam" else None
+    out = compute_cams(
+        bb.model, x, targets, method, layer or bb.spec.target_layer, contrast, versus_idx, linear, **options
+    )
+    t3 = time.perf_counter()
+    probs = torch.softmax(out.logits.float(), dim=1)[0]
+    maps = place_maps(out.raw[0], box, img.size)
+    attributions = out.attributions[0].float().cpu().numpy() if out.attributions is not None else None
+    t4 = time.perf_counter()
+    timings = {"load": t1 - t0, "preprocess": t2 - t1, **out.timings, "cams": t3 - t2, "render": t4 - t3}
+    timings["total"] = t4 - t0
+    return Explanation(
+        image=img,
+        classes=targets,
+        class_names=[bb.labels[i] for i in targets],
+        method=method,
+        backbone=bb.name,
+        maps=maps,
+        raw_maps=out.raw[0].detach().float().cpu().numpy(),
+        probs=probs.detach().cpu().numpy().astype(np.float32),
+        target_layer=out.layer,
+        input_tensor=x,
+        crop_box=box,
+        labels=bb.labels,
+        attributions=attributions,
+        timings=timings,
+    )
