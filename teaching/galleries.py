@@ -1,0 +1,465 @@
+"""Species groups, their gallery photos with credits, and the download cache.
+
+A group file (``galleries/<id>.toml``, see docs/GALLERIES.md) names look-alike ImageNet classes, two to four trait
+sentences per species that a learner can check on a photo, and the photos of its gallery: Flickr photos with
+their credit and a relative crop box, or Wikimedia Commons files whose author and licence are read from the
+Commons API when they are downloaded (only public domain, CC0, CC BY and CC BY-SA are kept).
+
+Photos come from the local folder ``TEACHING_GALLERY_DIR`` when it is set (one sub-folder per species
+``fixture_folder``), otherwise from the cache that ``python -m teaching.galleries download`` fills
+(``TEACHING_CACHE_DIR``, default ``~/.cache/teaching/galleries``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import html
+import http.client
+import io
+import json
+import os
+import re
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import tomllib
+from PIL import Image, ImageOps
+
+from teaching.errors import TeachingError
+
+GALLERY_DIR = Path(__file__).resolve().parents[1] / "galleries"
+COMMONS_API = "https://commons.wikimedia.org/w/api.php"
+MAX_SIDE = 1024  # longest side of a cached photo, in pixels
+MAX_BYTES = 60_000_000  # largest download accepted
+USER_AGENT = "teaching-gradcam/0.1 (machine teaching gallery downloader; Python urllib)"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
+NOT_DOWNLOADED = "not downloaded yet (run: python -m teaching.galleries download)"
+CREDIT_FIELDS = ("url", "landing_page", "author", "author_url", "license", "license_url", "sha256")
+
+Source = Literal["flickr", "commons", "local"]
+Fetch = Callable[[str], bytes]  # URL -> response body
+Progress = Callable[[int, int, str], None]  # (done, total, photo id)
+
+
+class GalleryError(TeachingError):
+    """A gallery file is malformed, or one photo cannot be used (names the file or photo and the problem)."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One gallery photo and what its credit line needs."""
+
+    id: str  # unique over all groups; names the cached file
+    species_id: str
+    source: Source
+    url: str = ""  # image URL (flickr; commons once downloaded) or file path (local)
+    landing_page: str = ""  # the page the credit links to
+    author: str = ""
+    author_url: str = ""
+    license: str = ""  # short licence name, e.g. "CC BY 2.0"
+    license_url: str = ""
+    crop: tuple[float, float, float, float] = FULL_FRAME  # relative box x1, y1, x2, y2
+    commons_file: str = ""  # file name on Wikimedia Commons, without "File:"
+    sha256: str = ""  # of the cached JPEG, once downloaded
+
+
+@dataclass(frozen=True)
+class Species:
+    """One ImageNet class of a group, with the traits a learner can check on a photo."""
+
+    id: str  # snake_case, e.g. "african_elephant"
+    name: str  # display name
+    imagenet_index: int  # 0-based (torchvision/timm order)
+    traits: tuple[str, ...]  # 2-4 short sentences
+    fixture_folder: str  # folder name under a local photo folder such as fixtures/species
+    photos: tuple[Photo, ...] = ()
+
+
+@dataclass(frozen=True)
+class Group:
+    """Look-alike species taught together."""
+
+    id: str
+    title: str
+    intro: str
+    species: tuple[Species, ...]
+
+    @property
+    def class_indices(self) -> tuple[int, ...]:
+        """The ImageNet indices of the species, in group order."""
+        return tuple(s.imagenet_index for s in self.species)
+
+    def species_by_index(self, index: int) -> Species:
+        """The species with this ImageNet index; GalleryError when the group has none."""
+        for species in self.species:
+            if species.imagenet_index == index:
+                return species
+        raise GalleryError(f"group '{self.id}' has no species with ImageNet index {index}")
+
+    def species_by_id(self, species_id: str) -> Species:
+        """The species with this id; GalleryError when the group has none."""
+        for species in self.species:
+            if species.id == species_id:
+                return species
+        raise GalleryError(f"group '{self.id}' has no species '{species_id}'")
+
+
+class GalleryImage(NamedTuple):
+    """A gallery photo ready to show, or the reason it is missing."""
+
+    species_id: str
+    path: Path | None  # None when the photo is missing
+    credit: str
+    link: str
+    missing: str | None  # why there is no file; None when path is set
+
+
+def _get(table: Mapping[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
+    value = table.get(key, default)
+    if value is None:
+        raise GalleryError(f"{where}: '{key}' is missing")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise GalleryError(f"{where}: '{key}' must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _no_unknown_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise GalleryError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+
+
+def _photo(table: Mapping[str, Any], species_id: str, base: Path, where: str) -> Photo:
+    where = f"{where}: photo '{table.get('id', '?')}'"
+    _no_unknown_keys(table, [f for f in Photo.__dataclass_fields__ if f not in ("species_id", "sha256")], where)
+    fields = {key: _get(table, key, str, where, "") for key in CREDIT_FIELDS[:-1] + ("commons_file",)}
+    source = _get(table, "source", str, where)
+    required = {"flickr": ("url", "landing_page", "author", "license"), "commons": ("commons_file",), "local": ("url",)}
+    if source not in required:
+        raise GalleryError(f"{where}: source must be flickr, commons or local, got '{source}'")
+    for key in required[source]:
+        if not fields[key]:
+            raise GalleryError(f"{where}: a {source} photo needs '{key}'")
+    second_hand = [key for key in ("url", "author", "author_url", "license", "license_url") if fields[key]]
+    if source == "commons" and second_hand:
+        raise GalleryError(f"{where}: remove '{second_hand[0]}': Commons credits are read from the Commons API")
+    crop = _get(table, "crop", list, where, list(FULL_FRAME))
+    if len(crop) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in crop):
+        raise GalleryError(f"{where}: crop must be four numbers x1, y1, x2, y2")
+    x1, y1, x2, y2 = (float(v) for v in crop)
+    if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+        raise GalleryError(f"{where}: crop {crop} must satisfy 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+    if source == "commons" and not fields["landing_page"]:
+        fields["landing_page"] = "https://commons.wikimedia.org/wiki/File:" + urllib.parse.quote(fields["commons_file"])
+    if source == "local":
+        fields["url"] = str((base / fields["url"]).resolve())
+    return Photo(_get(table, "id", str, where), species_id, source, crop=(x1, y1, x2, y2), **fields)
+
+
+def _species(table: Mapping[str, Any], base: Path, where: str) -> Species:
+    where = f"{where}: species '{table.get('id', '?')}'"
+    _no_unknown_keys(table, Species.__dataclass_fields__, where)
+    species_id = _get(table, "id", str, where)
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", species_id):
+        raise GalleryError(f"{where}: id must be snake_case")
+    index = _get(table, "imagenet_index", int, where)
+    if not 0 <= index <= 999:
+        raise GalleryError(f"{where}: imagenet_index {index} is outside 0..999")
+    traits = _get(table, "traits", list, where)
+    if not 2 <= len(traits) <= 4 or not all(isinstance(t, str) and t.strip() for t in traits):
+        raise GalleryError(f"{where}: traits must be 2 to 4 sentences, got {len(traits)}")
+    photos = tuple(_photo(p, species_id, base, where) for p in _get(table, "photos", list, where, []))
+    name, folder = _get(table, "name", str, where), _get(table, "fixture_folder", str, where)
+    return Species(species_id, name, index, tuple(traits), folder, photos)
+
+
+def load_group(path: Path) -> Group:
+    """Read and check one group file; GalleryError names the file and the problem."""
+    where = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise GalleryError(f"{where}: cannot read the group file ({e})") from e
+    _no_unknown_keys(data, Group.__dataclass_fields__, where)
+    species = tuple(_species(s, Path(path).parent, where) for s in _get(data, "species", list, where))
+    if len(species) < 2:
+        raise GalleryError(f"{where}: a group needs at least two species")
+    for attr in ("id", "imagenet_index"):
+        values = [getattr(s, attr) for s in species]
+        duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+        if duplicates:
+            raise GalleryError(f"{where}: species {attr} {duplicates[0]} appears twice")
+    title, intro = _get(data, "title", str, where), _get(data, "intro", str, where)
+    return Group(_get(data, "id", str, where), title, intro, species)
+
+
+def load_groups(directory: Path | None = None) -> dict[str, Group]:
+    """All groups of a folder of ``*.toml`` files (default: the repository's galleries/), keyed by group id."""
+    directory = Path(directory) if directory is not None else GALLERY_DIR
+    files = sorted(directory.glob("*.toml"))
+    if not files:
+        raise GalleryError(f"{directory}: no group files (*.toml) found")
+    groups: dict[str, Group] = {}
+    photo_files: dict[str, Path] = {}
+    for path in files:
+        group = load_group(path)
+        if group.id in groups:
+            raise GalleryError(f"{path}: group id '{group.id}' is already used by another file")
+        for photo in (p for s in group.species for p in s.photos):
+            if photo.id in photo_files:
+                raise GalleryError(f"{path}: photo id '{photo.id}' is already used in {photo_files[photo.id]}")
+            photo_files[photo.id] = path
+        groups[group.id] = group
+    return groups
+
+
+def credit(photo: Photo) -> str:
+    """One credit line, e.g. "Photo: Marco Verch, CC BY 2.0, cropped (https://www.flickr.com/...)"."""
+    parts = [f"Photo: {photo.author or ('Wikimedia Commons' if photo.source == 'commons' else 'unknown author')}"]
+    if photo.license:
+        parts.append(photo.license)
+    elif photo.source == "commons":
+        parts.append("licence not checked yet")
+    if photo.crop != FULL_FRAME:
+        parts.append("cropped")
+    text = ", ".join(parts)
+    return f"{text} ({photo.landing_page})" if photo.landing_page else text
+
+
+def default_cache_dir() -> Path:
+    """The download cache: env TEACHING_CACHE_DIR, default ~/.cache/teaching/galleries."""
+    return Path(os.environ.get("TEACHING_CACHE_DIR") or Path.home() / ".cache" / "teaching" / "galleries")
+
+
+def gallery_photos(group: Group, cache_dir: Path | None = None) -> list[GalleryImage]:
+    """The photos of a group, from TEACHING_GALLERY_DIR when set, else from the download cache."""
+    local = os.environ.get("TEACHING_GALLERY_DIR")
+    if local:
+        return _local_images(group, Path(local))
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    entries = _read_manifest(cache)
+    images = []
+    for species in group.species:
+        if not species.photos:
+            images.append(GalleryImage(species.id, None, "", "", "no photos listed for this species"))
+        for photo in species.photos:
+            entry = entries.get(photo.id, {})
+            path = Path(photo.url) if photo.source == "local" else cache / str(entry.get("file", ""))
+            if (photo.source == "local" or entry.get("file")) and path.is_file():
+                updates: dict[str, Any] = {k: str(entry[k]) for k in CREDIT_FIELDS if k in entry}
+                known = replace(photo, **updates)
+                images.append(GalleryImage(species.id, path, credit(known), known.landing_page, None))
+            else:
+                reason = "file not found" if photo.source == "local" else entry.get("missing", NOT_DOWNLOADED)
+                images.append(GalleryImage(species.id, None, credit(photo), photo.landing_page, str(reason)))
+    return images
+
+
+def _local_images(group: Group, root: Path) -> list[GalleryImage]:
+    credits: dict[str, tuple[str, str]] = {}
+    if (root / "SOURCES.tsv").is_file():
+        with open(root / "SOURCES.tsv", encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                repo, note = row.get("repo") or "", (row.get("license_note") or "").split(" | ")[0]
+                link = f"https://github.com/{repo}" if re.fullmatch(r"[\w.-]+/[\w.-]+", repo) else ""
+                credits[row.get("file") or ""] = (": ".join(t for t in (repo, note) if t) or "local photo", link)
+    images = []
+    for species in group.species:
+        folder = root / species.fixture_folder
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not files:
+            images.append(GalleryImage(species.id, None, "", "", f"no photos in {folder}"))
+        for path in files:
+            text, link = credits.get(f"{species.fixture_folder}/{path.name}", ("local photo", ""))
+            images.append(GalleryImage(species.id, path, text, link, None))
+    return images
+
+
+def fetch_url(url: str) -> bytes:
+    """GET a URL with urllib (a User-Agent as Wikimedia asks, a timeout and a size cap)."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body: bytes = response.read(MAX_BYTES + 1)
+    if len(body) > MAX_BYTES:
+        raise GalleryError(f"{url} is larger than {MAX_BYTES // 1_000_000} MB")
+    return body
+
+
+def licence_problem(short_name: str, code: str = "") -> str | None:
+    """None when a licence is free (public domain, CC0, CC BY, CC BY-SA), else why the photo is refused."""
+    name = short_name.strip() or code.strip()
+    key = re.sub(r"[\s_]+", "-", (code.strip() or short_name.strip()).lower())
+    if not name:
+        return "no licence given"
+    if re.search(r"(^|-)(nc|nd)(-|$)", key) or re.search(r"\b(NC|ND)\b", short_name):
+        return f"licence {name} is not free (NonCommercial or NoDerivatives)"
+    if key.startswith(("pd", "cc0", "cc-zero", "public-domain")) or re.fullmatch(r"cc-by(-sa)?(-[\d.]+)?(-\w+)?", key):
+        return None
+    return f"licence {name} is not public domain, CC0, CC BY or CC BY-SA"
+
+
+def strip_html(text: str) -> str:
+    """Plain text of an HTML fragment such as the Commons Artist field."""
+    return " ".join(html.unescape(re.sub(r"<[^>]*>", " ", text)).split())
+
+
+def commons_info(file_name: str, fetch: Fetch) -> dict[str, str]:
+    """What the Commons API says about a file: URLs, licence and author (raw and plain)."""
+    query = {"action": "query", "titles": f"File:{file_name}", "prop": "imageinfo", "format": "json"}
+    query |= {"iiprop": "url|extmetadata", "iiurlwidth": str(MAX_SIDE)}
+    data = json.loads(
+        _fetch(COMMONS_API + "?" + urllib.parse.urlencode(query), fetch, f"the Commons record of {file_name}")
+    )
+    if "error" in data:
+        raise GalleryError(f"Commons API error for {file_name}: {data['error'].get('info', data['error'])}")
+    page: dict[str, Any] = next(iter(data.get("query", {}).get("pages", {}).values()), {})
+    if "missing" in page or "invalid" in page or not page.get("imageinfo"):
+        raise GalleryError(f"Commons has no file '{file_name}'")
+    info, meta = page["imageinfo"][0], page["imageinfo"][0].get("extmetadata", {})
+    value = {key: str(meta.get(key, {}).get("value", "")) for key in ("LicenseShortName", "License", "LicenseUrl")}
+    artist = str(meta.get("Artist", {}).get("value", ""))
+    urls = {"url": str(info["url"]), "thumb_url": str(info.get("thumburl", "")), "page": info.get("descriptionurl", "")}
+    return {"title": page.get("title", "")} | urls | {"artist_html": artist, "author": strip_html(artist)} | value
+
+
+def _fetch(url: str, fetch: Fetch, what: str = "") -> bytes:
+    try:
+        return fetch(url)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        raise GalleryError(f"could not download {what or url} ({getattr(e, 'reason', None) or e})") from e
+
+
+def _prepare(data: bytes, crop: tuple[float, float, float, float]) -> bytes:
+    """Decode, apply EXIF rotation and the relative crop, shrink to MAX_SIDE, encode as JPEG."""
+    with Image.open(io.BytesIO(data)) as raw:
+        image = ImageOps.exif_transpose(raw).convert("RGB")
+    w, h = image.size
+    left, top = round(crop[0] * w), round(crop[1] * h)
+    image = image.crop((left, top, max(left + 1, round(crop[2] * w)), max(top + 1, round(crop[3] * h))))
+    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def _wanted(photo: Photo) -> dict[str, Any]:
+    """What the group file asks for: a cached file made from something else is fetched again."""
+    return {"source": photo.source, "url": photo.url, "commons_file": photo.commons_file, "crop": list(photo.crop)}
+
+
+def _download(photo: Photo, cache: Path, fetch: Fetch) -> dict[str, Any]:
+    """Fetch one photo into the cache; the manifest entry says what was saved or why it is missing."""
+    entry: dict[str, Any] = {"source": photo.source, "wanted": _wanted(photo)}
+    try:
+        fields = {key: getattr(photo, key) for key in CREDIT_FIELDS[:-1]}
+        image_url = photo.url
+        if photo.source == "commons":
+            api = entry["commons_api"] = commons_info(photo.commons_file, fetch)
+            problem = licence_problem(api["LicenseShortName"], api["License"])
+            if problem:
+                return entry | {"missing": problem}
+            fields |= {"url": api["url"], "landing_page": api["page"] or photo.landing_page, "author": api["author"]}
+            fields |= {"author_url": "", "license": api["LicenseShortName"], "license_url": api["LicenseUrl"]}
+            image_url = api["thumb_url"] or api["url"]
+        jpeg = _prepare(_fetch(image_url, fetch), photo.crop)
+    except GalleryError as e:
+        return entry | {"missing": str(e)}
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        return entry | {"missing": f"not a usable image ({e})"}
+    file = Path("images") / f"{photo.id}.jpg"
+    (cache / file).parent.mkdir(parents=True, exist_ok=True)
+    (cache / file).write_bytes(jpeg)
+    return entry | fields | {"file": file.as_posix(), "sha256": hashlib.sha256(jpeg).hexdigest()}
+
+
+def _read_manifest(cache: Path) -> dict[str, dict[str, Any]]:
+    try:
+        photos = json.loads((cache / "manifest.json").read_text(encoding="utf-8")).get("photos", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return photos if isinstance(photos, dict) else {}
+
+
+def _is_cached(cache: Path, entry: Mapping[str, Any], photo: Photo) -> bool:
+    path = cache / str(entry.get("file", ""))
+    if not entry.get("file") or not path.is_file() or entry.get("wanted") != _wanted(photo):
+        return False
+    return hashlib.sha256(path.read_bytes()).hexdigest() == entry.get("sha256")
+
+
+def download_gallery(
+    groups: Iterable[Group] | Mapping[str, Group],
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    fetch: Fetch | None = None,
+) -> dict[str, str]:
+    """Download the Flickr and Commons photos of the groups into the cache, keeping what is already there.
+
+    Returns photo id -> "downloaded", "cached" or "missing: <reason>"; a failure never stops the other photos.
+    The manifest (``manifest.json`` in the cache) records each file's sha256, its credit and what the Commons
+    API returned.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    fetch = fetch or fetch_url
+    chosen = groups.values() if isinstance(groups, Mapping) else groups
+    photos = [p for g in chosen for s in g.species for p in s.photos if p.source != "local"]
+    entries = _read_manifest(cache)
+    status: dict[str, str] = {}
+    for done, photo in enumerate(photos):
+        if progress:
+            progress(done, len(photos), photo.id)
+        if _is_cached(cache, entries.get(photo.id, {}), photo):
+            status[photo.id] = "cached"
+            continue
+        entries[photo.id] = entry = _download(photo, cache, fetch)
+        status[photo.id] = f"missing: {entry['missing']}" if "missing" in entry else "downloaded"
+    if progress:
+        progress(len(photos), len(photos), "done")
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "manifest.json").write_text(json.dumps({"photos": entries}, indent=1, sort_keys=True), encoding="utf-8")
+    return status
+
+
+def _print_progress(done: int, total: int, label: str) -> None:
+    filled = 30 * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {label[:48]:<48}")
+    sys.stderr.write("\n" if done == total else "")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m teaching.galleries download [--cache DIR] [--group ID]``: 0 when every photo is ready."""
+    parser = argparse.ArgumentParser(prog="python -m teaching.galleries", description="Manage the photo galleries.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    download = commands.add_parser("download", help="download the gallery photos into the cache")
+    download.add_argument("--cache", type=Path, help="cache folder (default: $TEACHING_CACHE_DIR or ~/.cache/...)")
+    download.add_argument("--group", action="append", help="only this group id (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        groups = load_groups()
+        unknown = sorted(set(args.group or ()) - set(groups))
+        if unknown:
+            raise GalleryError(f"unknown group '{unknown[0]}' (known: {', '.join(groups)})")
+    except GalleryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    chosen = [groups[g] for g in args.group] if args.group else list(groups.values())
+    cache = args.cache or default_cache_dir()
+    status = download_gallery(chosen, cache, progress=_print_progress)
+    missing = {k: v for k, v in status.items() if v.startswith("missing")}
+    print(f"{len(status) - len(missing)} photos ready in {cache}, {len(missing)} missing")
+    for photo_id, reason in missing.items():
+        print(f"  {photo_id}: {reason}")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
