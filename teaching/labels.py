@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import numbers
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -31,34 +32,56 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
 
 
 def _normalise(name: str) -> str:
-    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+    return " ".join(name.replace("_", " ").replace("-", " ").split())
 
 
 def resolve_classes(classes: Iterable[int | str], labels: Sequence[str]) -> list[int]:
     """Turn class indices or names into indices.
 
-    Names match case-insensitively, with `_`/`-` read as spaces ("african_elephant" finds "African elephant");
-    digit strings are indices. An unknown name raises ClassNameError suggesting the closest names.
+    Names match with `_`/`-` read as spaces ("African_elephant" finds "African elephant"), case-insensitively
+    unless two names differ only in case ("Cardigan" the corgi, 264, and "cardigan" the sweater, 474): then the
+    exact case decides. Integers (Python or NumPy) and digit strings are indices.
+
+    Raises:
+        ClassNameError: an index out of range, or a name that is unknown (suggesting the closest names) or
+            ambiguous.
     """
-    lookup = {_normalise(name): i for i, name in enumerate(labels)}
+    exact = {_normalise(name): i for i, name in enumerate(labels)}
+    folded: dict[str, list[int]] = {}
+    for i, name in enumerate(labels):
+        folded.setdefault(_normalise(name).lower(), []).append(i)
     out: list[int] = []
     for item in classes:
         if isinstance(item, str) and item.strip().lstrip("-").isdigit():
             item = int(item)
-        if isinstance(item, int) and not isinstance(item, bool):
-            if not 0 <= item < len(labels):
-                raise ClassNameError(f"class index {item} is out of range (0..{len(labels) - 1})")
-            out.append(item)
+        if isinstance(item, numbers.Integral) and not isinstance(item, bool):
+            index = int(item)
+            if not 0 <= index < len(labels):
+                raise ClassNameError(f"class index {index} is out of range (0..{len(labels) - 1})")
+            out.append(index)
             continue
         key = _normalise(str(item))
-        if key in lookup:
-            out.append(lookup[key])
+        if key in exact:
+            out.append(exact[key])
             continue
-        close = difflib.get_close_matches(key, list(lookup), n=3, cutoff=0.5)
-        substring = [n for n in lookup if key and key in n][:3]
-        hints = list(dict.fromkeys(substring + close))[:3]
-        hint = f"; did you mean {', '.join(repr(labels[lookup[h]]) for h in hints)}?" if hints else ""
-        raise ClassNameError(f"unknown class name {item!r}{hint}")
+        found = folded.get(key.lower(), [])
+        if len(found) == 1:
+            out.append(found[0])
+            continue
+        if found:
+            options = " or ".join(f"{labels[i]!r} ({i})" for i in found)
+            raise ClassNameError(f"class name {item!r} is ambiguous: {options}; give the index or the exact case")
+        raise ClassNameError(f"unknown class name {item!r}{_suggest(key.lower(), folded, labels)}")
     if not out:
         raise ClassNameError("no target class given")
     return out
+
+
+def _suggest(key: str, folded: dict[str, list[int]], labels: Sequence[str]) -> str:
+    """'; did you mean ...?' with up to three names that contain `key` or are spelled closest to it."""
+    close = difflib.get_close_matches(key, list(folded), n=3, cutoff=0.5)
+    substring = [name for name in folded if key and key in name][:3]
+    hints = list(dict.fromkeys(substring + close))[:3]
+    if not hints:
+        return f"; give a class index (0..{len(labels) - 1}) or a name such as {labels[0]!r}"
+    return f"; did you mean {', '.join(repr(labels[folded[h][0]]) for h in hints)}?"

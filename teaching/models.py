@@ -9,6 +9,7 @@ Target layers follow the literature (Selvaraju et al. 2017 for VGG relu5_3; the 
 from __future__ import annotations
 
 import math
+import pickle
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -288,13 +289,41 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle refusal, corrupt file, wrong format
-        raise ModelError(f"{path}: not a readable state dict ({type(exc).__name__}: {str(exc)[:120]})") from None
+    except pickle.UnpicklingError:
+        raise ModelError(
+            f"{path}: refused, it holds pickled objects other than tensors (weights are read with weights_only=True, "
+            f"so no code in a file can run); save the weights with torch.save(model.state_dict(), path)"
+        ) from None
+    except Exception as exc:  # corrupt file, wrong format
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        raise ModelError(f"{path}: not a readable .pth or .safetensors state dict ({reason})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path}: expected a state dict of tensors (.pth saved with torch.save(model.state_dict()))")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict by key names, or else in order (e.g. efficientnet_pytorch key names, same tensor order).
+
+    Raises:
+        ModelError: naming the tensors whose shapes differ (up to three), or when the names differ, the first
+            tensor that does not fit in order, or the two tensor counts.
+    """
+    target = model.state_dict()
+    if set(state) != set(target):
+        load_state_in_order(model, state, source)
+        return
+    wrong = [
+        f"{name} has shape {tuple(state[name].shape)}, expected {tuple(ref.shape)}"
+        for name, ref in target.items()
+        if tuple(state[name].shape) != tuple(ref.shape)
+    ]
+    if wrong:
+        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+        raise ModelError(f"{source}: wrong tensor shapes for {type(model).__name__}: {'; '.join(wrong[:3])}{more}")
+    model.load_state_dict(state)
 
 
 def _load_local(spec: BackboneSpec, path: Path, labels: Sequence[str] | None) -> tuple[nn.Module, tuple[str, ...]]:
@@ -304,13 +333,31 @@ def _load_local(spec: BackboneSpec, path: Path, labels: Sequence[str] | None) ->
     if labels is not None and len(labels) != num_classes:
         raise ModelError(f"{path}: the weights have {num_classes} classes but the labels file names {len(labels)}")
     model = spec.build(num_classes)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        load_state_in_order(model, state, path.name)  # e.g. efficientnet_pytorch key names, same tensor order
+    load_state(model, state, path.name)
     if labels is None:
         labels = imagenet_classes() if num_classes == 1000 else tuple(f"class {i}" for i in range(num_classes))
     return model, tuple(labels)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device for `device` (default CUDA when present), checked to be usable here.
+
+    Raises:
+        ModelError: an unknown device name, or a device this machine does not have.
+    """
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} was asked for, but no CUDA GPU is available; use --device cpu")
+    try:
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        raise ModelError(f"device {device!r} cannot be used here ({' '.join(str(exc).split())[:120]})") from None
+    return dev
 
 
 _CACHE: dict[tuple[str, str, str, str], Backbone] = {}
@@ -332,12 +379,11 @@ def load_backbone(
             pretrained weights; its classifier may have other classes than ImageNet's.
         labels: a file with one class name per line, for weights with other classes.
         device: "cuda", "cpu", ...; default CUDA when present.
-        pretrained: False gives seeded-free random weights (tests, timing); ignored when `weights` is given.
+        pretrained: False gives random weights (seed torch first for repeatable ones; tests, timing); ignored when
+            `weights` is given.
     """
     spec = get_spec(name)
-    dev = torch.device(device) if device is not None else default_device()
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
+    dev = resolve_device(device)
     key = (name, str(weights or ""), str(labels or ""), f"{dev}:{pretrained}")
     with _CACHE_LOCK:
         if key in _CACHE:

