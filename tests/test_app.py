@@ -1,0 +1,150 @@
+"""The app served on 127.0.0.1 and driven through its named endpoints with gradio_client, as a program would."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from teaching import render, service
+
+AFRICAN = "species/African_elephant/eli_n02504458_African_elephant.JPEG"
+READY_TIMEOUT_S = 60.0
+
+pytestmark = pytest.mark.fixtures
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_ready(url: str, timeout: float = READY_TIMEOUT_S) -> None:
+    """Poll the page until it answers 200, up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=5.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the app at {url} did not answer within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def client(fixtures_dir: Path) -> Iterator[Client]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
+        demo = app.build_demo()
+        try:
+            _, url, _ = demo.launch(
+                server_name="127.0.0.1",
+                server_port=free_port(),
+                prevent_thread_lock=True,
+                quiet=True,
+                **app.launch_options(),
+            )
+            wait_until_ready(url)
+            c = Client(url, verbose=False)
+            try:
+                yield c
+            finally:
+                c.close()
+        finally:
+            demo.close()
+
+
+def test_named_endpoints(client: Client) -> None:
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(endpoints) == {"/explain", "/gallery", "/compare", "/start_quiz", "/quiz_answer", "/quiz_next"}
+    params = [p["parameter_name"] for p in endpoints["/explain"]["parameters"]]
+    assert params == ["image", "group_id", "method", "backbone"]
+    assert [p["parameter_has_default"] for p in endpoints["/explain"]["parameters"]] == [False, True, True, True]
+
+
+def test_explain_returns_the_grid_and_the_predictions(client: Client, fixtures_dir: Path) -> None:
+    grid, labels, png, note = client.predict(handle_file(fixtures_dir / AFRICAN), "elephants", api_name="/explain")
+    with Image.open(grid) as img:
+        columns = 3
+        assert img.width == render.PAD + service.CELL // 2 + render.PAD + columns * (service.CELL + render.PAD)
+    with Image.open(png) as img:
+        assert img.format == "PNG"
+    assert labels["label"] == "African elephant"
+    confidences = {c["label"]: c["confidence"] for c in labels["confidences"]}
+    assert len(confidences) == service.TOP_N
+    assert confidences["African elephant"] == pytest.approx(0.9056, abs=2e-3)
+    assert 0.95 < sum(confidences.values()) <= 1.0
+    assert note == "The model says African elephant (90.6%)."
+
+
+def test_every_group_loads(client: Client) -> None:
+    for group_id, group in service.groups().items():
+        photos, credits, missing = client.predict(group_id, api_name="/gallery")
+        assert photos, group_id
+        assert all(Path(p["image"]).is_file() for p in photos)
+        species = {s.name for s in group.species}
+        assert {p["caption"].split(". ")[0] for p in photos} <= species
+        assert len(credits.splitlines()) == len(photos)
+        assert missing == ""
+
+
+def test_bad_uploads_give_a_short_error_and_the_app_goes_on(client: Client, fixtures_dir: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("these are not pixels\n")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(AppError, match=r"notes\.png: not an image file \(JPEG, PNG, WebP, GIF, BMP or TIFF expected\)"):
+        client.predict(handle_file(text), "elephants", api_name="/explain")
+    _, labels, _, _ = client.predict(handle_file(fixtures_dir / AFRICAN), "sharks", api_name="/explain")
+    assert labels["label"] == "African elephant"
+    with pytest.raises(AppError, match=r"empty\.png: empty file \(0 bytes\)"):
+        client.predict(handle_file(empty), "elephants", api_name="/explain")
+    with pytest.raises(AppError, match="unknown species group 'cats'"):
+        client.predict(handle_file(fixtures_dir / AFRICAN), "cats", api_name="/explain")
+    _, _, _, note = client.predict(handle_file(fixtures_dir / AFRICAN), "sharks", api_name="/explain")
+    assert note.startswith("The model does not see any of the sharks here: its best guess is African elephant")
+
+
+def test_upload_size_limit(client: Client, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (service.MAX_UPLOAD_BYTES + 1))
+    with pytest.raises(ValueError, match=f"exceeds the maximum file size of {service.MAX_UPLOAD_BYTES} bytes"):
+        client.predict(handle_file(big), "elephants", api_name="/explain")  # the client reads the server's limit
+    with big.open("rb") as f:
+        response = httpx.post(f"{client.src}gradio_api/upload", files={"files": ("big.png", f)}, timeout=30.0)
+    assert response.status_code == 413
+    assert "File size exceeded maximum allowed size" in response.text
+
+
+def test_compare(client: Client, fixtures_dir: Path) -> None:
+    matrix, png = client.predict(
+        handle_file(fixtures_dir / AFRICAN), ["gradcam"], ["efficientnet_lite0"], api_name="/compare"
+    )
+    with Image.open(matrix) as img:
+        cell = service.COMPARE_CELL
+        assert img.width == render.PAD + cell // 2 + render.PAD + 2 * (cell + render.PAD)  # the photo and one method
+    assert Path(png).is_file()
+
+
+def test_quiz_through_the_api(client: Client) -> None:
+    progress, photo, choice, feedback, explanation, score, timer = client.predict(
+        "elephants", 1, 1, api_name="/start_quiz"
+    )
+    assert progress == "**Teaching: photo 1 of 1**"
+    assert Path(photo["value"]).is_file()
+    assert [c[1] for c in choice["choices"]] == ["african_elephant", "asian_elephant", "tusker"]
+    assert feedback == "" and not explanation["visible"] and not timer["active"]
+    progress, photo, choice, feedback, explanation, score, timer = client.predict("tusker", api_name="/quiz_answer")
+    assert feedback.startswith(("### Correct, it is", "### Wrong, it is"))
+    assert explanation["visible"] and Path(explanation["value"]).is_file()
+    assert timer["active"] and not choice["interactive"]

@@ -1,0 +1,118 @@
+"""The app in a real browser: Debian's chromium driven by Playwright (upload, explain, quiz), with screenshots.
+
+Skips when /usr/bin/chromium is missing, unless TEACHING_REQUIRE_BROWSER=1 (then it fails). Screenshots go to
+TEACHING_SCREENSHOTS when set, else to the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_app import free_port, wait_until_ready
+
+import app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+STEP_TIMEOUT_MS = 60_000  # the longest wait for one step (a CPU explain under load takes seconds)
+AFRICAN = "species/African_elephant/eli_n02504458_African_elephant.JPEG"
+
+pytestmark = [pytest.mark.browser, pytest.mark.fixtures]
+
+
+@pytest.fixture(scope="module")
+def url(fixtures_dir: Path) -> Iterator[str]:
+    if not CHROMIUM.is_file():
+        message = f"{CHROMIUM} not found (apt-get install -y chromium)"
+        if os.environ.get("TEACHING_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
+        demo = app.build_demo()
+        try:
+            _, address, _ = demo.launch(
+                server_name="127.0.0.1",
+                server_port=free_port(),
+                prevent_thread_lock=True,
+                quiet=True,
+                **app.launch_options(),
+            )
+            wait_until_ready(address)
+            yield address
+        finally:
+            demo.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("TEACHING_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_explain_and_quiz_in_chromium(url: str, fixtures_dir: Path, screenshots: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(STEP_TIMEOUT_MS)
+            expect.set_options(timeout=STEP_TIMEOUT_MS)
+            page.goto(url)
+            expect(page.get_by_role("heading", name="Machine teaching with Grad-CAM")).to_be_visible()
+            # the gallery of the first group is shown with its credits
+            expect(page.locator("#gallery img").first).to_be_visible()
+
+            page.locator("#gallery img").first.click()  # a gallery photo becomes the photo to explain
+            expect(page.locator("#photo img")).to_be_visible()
+            page.locator("#photo input[type=file]").set_input_files(str(fixtures_dir / AFRICAN))
+            page.get_by_role("button", name="Explain", exact=True).click()
+            expect(page.locator("#grid img")).to_be_visible()
+            expect(page.get_by_text("The model says African elephant (90.6%).")).to_be_visible()
+            expect(page.get_by_role("button", name="Download the grid (PNG)")).to_be_visible()
+            page.screenshot(path=screenshots / "explore.png", full_page=True)
+
+            page.get_by_role("tab", name="Compare").click()
+            expect(page.get_by_text("fail the model-randomisation sanity check")).to_be_visible()
+            page.locator("#photo-compare input[type=file]").set_input_files(str(fixtures_dir / AFRICAN))
+            page.get_by_role("checkbox", name="efficientnet_lite2").uncheck()  # one model is enough here
+            page.get_by_role("button", name="Compare", exact=True).click()
+            expect(page.locator("#matrix img")).to_be_visible(timeout=3 * STEP_TIMEOUT_MS)
+            page.screenshot(path=screenshots / "compare.png", full_page=True)
+
+            page.get_by_role("tab", name="Quiz").click()
+            page.get_by_role("button", name="Start the quiz", exact=True).click()
+            expect(page.get_by_text("Teaching: photo 1 of 6")).to_be_visible()
+            page.get_by_role("radio", name="tusker").check()
+            page.get_by_role("button", name="Answer", exact=True).click()
+            verdict = page.get_by_role("heading", name="Correct, it is").or_(
+                page.get_by_role("heading", name="Wrong, it is")
+            )
+            expect(verdict).to_be_visible()
+            expect(page.locator("#explanation img")).to_be_visible()
+            next_button = page.get_by_role("button", name="Next", exact=True)
+            expect(next_button).to_be_disabled()
+            page.screenshot(path=screenshots / "quiz-feedback.png", full_page=True)
+            expect(next_button).to_be_enabled(timeout=15_000)  # enabled once the 2 s pause has passed
+            next_button.click()
+            expect(page.get_by_text("Teaching: photo 2 of 6")).to_be_visible()
+            page.screenshot(path=screenshots / "quiz-next.png", full_page=True)
+        finally:
+            browser.close()
+    assert {p.name for p in screenshots.glob("*.png")} >= {
+        "explore.png",
+        "compare.png",
+        "quiz-feedback.png",
+        "quiz-next.png",
+    }

@@ -1,0 +1,320 @@
+"""The service layer on the real lite0 weights and the fixture photos: explore, galleries, compare, quiz, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from teaching import render, service
+from teaching.errors import ImageError, MethodError, TeachingError
+from teaching.galleries import GalleryError
+from teaching.quiz import QuizError
+
+AFRICAN = "African_elephant/eli_n02504458_African_elephant.JPEG"  # the model: African elephant, 90.6%
+ASIAN = "Indian_elephant/eli_n02504013_Indian_elephant.JPEG"  # the model: Indian elephant, 68.1%
+TABBY = "tabby/eli_n02123045_tabby.JPEG"  # the model: Egyptian cat, 70.5%
+
+pytestmark = pytest.mark.fixtures
+
+
+@pytest.fixture(autouse=True)
+def local_gallery(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Gallery photos from the fixture folder, as the app's tests set it."""
+    monkeypatch.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
+    return fixtures_dir / "species"
+
+
+@pytest.fixture(scope="module")
+def african(fixtures_dir: Path) -> service.ExploreResult:
+    return service.explore(fixtures_dir / "species" / AFRICAN, "elephants")
+
+
+def grid_width(columns: int, cell: int = service.CELL) -> int:
+    """make_grid's width with a row-label column and `columns` cells of `cell` pixels."""
+    return render.PAD + cell // 2 + render.PAD + columns * (cell + render.PAD)
+
+
+def mean_correlation(maps: np.ndarray) -> float:
+    """Mean Pearson correlation between the maps of different classes (0 for a flat map)."""
+    flat = maps.reshape(len(maps), -1).astype(np.float64)
+    flat = flat - flat.mean(1, keepdims=True)
+    norm = np.linalg.norm(flat, axis=1, keepdims=True)
+    unit = np.divide(flat, norm, out=np.zeros_like(flat), where=norm > 0)
+    corr = unit @ unit.T
+    k = len(maps)
+    return float((corr.sum() - np.trace(corr)) / (k * k - k))
+
+
+# --- explore ---------------------------------------------------------------------------------------------------
+
+
+def test_explore_african_elephant(african: service.ExploreResult) -> None:
+    assert african.grid.width == grid_width(3)
+    assert african.grid.height > 2 * service.CELL
+    assert len(african.predictions) == service.TOP_N
+    probs = [p for _, _, p in african.predictions]
+    assert probs == sorted(probs, reverse=True)
+    assert african.plain.probs.sum() == pytest.approx(1.0, abs=1e-4)
+    assert african.predictions[0][:2] == (386, "African elephant")
+    assert african.predictions[0][2] == pytest.approx(0.9056, abs=2e-3)
+    assert african.trusted
+    assert african.note == "The model says African elephant (90.6%)."
+    assert african.group_probs["african_elephant"] == pytest.approx(african.predictions[0][2])
+    assert set(african.group_probs) == {"african_elephant", "asian_elephant", "tusker"}
+    assert list(african.labels) == [name for _, name, _ in african.predictions]
+
+
+def test_explore_rows_are_plain_then_contrastive(african: service.ExploreResult) -> None:
+    assert african.plain.classes == african.contrast.classes == [386, 385, 101]
+    assert african.plain.method == "gradcam" and african.contrast.method == "gradcam"
+    # nothing speaks for "tusker rather than the African and the Asian elephant" on this herd: an empty map
+    assert african.contrast.raw_maps[2].max() == 0.0
+    assert african.contrast.raw_maps[0].max() > 0.0
+
+
+def test_contrastive_maps_separate_the_species(fixtures_dir: Path) -> None:
+    """Plain maps of sibling classes are nearly the same blob; the contrastive ones are not (docs/TEACHING.md)."""
+    result = service.explore(fixtures_dir / "species" / ASIAN, "elephants")
+    assert result.predictions[0][0] == 385
+    assert mean_correlation(result.plain.raw_maps) > 0.9
+    assert mean_correlation(result.contrast.raw_maps) < 0.2
+
+
+def test_explore_outside_the_group(fixtures_dir: Path) -> None:
+    result = service.explore(fixtures_dir / "species" / TABBY, "elephants", method="layercam")
+    assert not result.trusted
+    assert result.predictions[0][1] == "Egyptian cat"
+    assert result.note.startswith("The model does not see any of the elephants here: its best guess is Egyptian cat")
+    assert result.contrast.method == "layercam"
+
+
+def test_explore_scorecam_takes_the_contrastive_gradcam_row(
+    fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two engine calls; Score-CAM's second row is the contrastive Grad-CAM (Score-CAM is stubbed: slow on CPU)."""
+    calls: list[tuple[str, object]] = []
+    real = service.explain
+
+    def recording(image: object, classes: list[int], method: str, **kwargs: object) -> service.Explanation:
+        calls.append((method, kwargs.get("contrast")))
+        return real(image, classes, method, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "explain", recording)
+    monkeypatch.setitem(service.cams.METHODS, "scorecam", service.cams.GradCAM)
+    result = service.explore(fixtures_dir / "species" / AFRICAN, "elephants", method="scorecam")
+    assert calls == [("scorecam", None), ("contrastive", "group")]
+    assert (result.plain.method, result.contrast.method) == ("scorecam", "contrastive")
+
+
+def test_explore_note_low_confidence_and_outside() -> None:
+    group = service.get_group("sharks")
+    note, trusted = service.explore_note(group, [(3, "tiger shark", 0.41), (2, "great white shark", 0.3)])
+    assert not trusted
+    assert note.startswith("The model is unsure: its best guess, tiger shark, gets only 41.0%.")
+    note, trusted = service.explore_note(group, [(4, "hammerhead", 0.5)])
+    assert trusted and note == "The model says hammerhead (50.0%)."
+    note, trusted = service.explore_note(group, [(0, "tench", 0.0004)])
+    assert not trusted and "its best guess is tench (<0.1%)" in note
+
+
+# --- refusals --------------------------------------------------------------------------------------------------
+
+
+def test_bad_uploads_are_refused_with_a_short_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("these are not pixels\n")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"^notes\.png: not an image file"):
+        service.explore(text, "elephants")
+    with pytest.raises(ImageError, match=r"^empty\.png: empty file \(0 bytes\)$"):
+        service.explore(empty, "elephants")
+    with pytest.raises(ImageError, match="^no photo: upload one or pick one from the gallery$"):
+        service.explore(None, "elephants")
+    monkeypatch.setattr(service, "MAX_UPLOAD_BYTES", 10)
+    with pytest.raises(ImageError, match=r"^notes\.png: file too large \(0\.0 MB, the limit is 0 MB\)$"):
+        service.read_photo(text)
+
+
+def test_unknown_group_method_and_backbone(fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = fixtures_dir / "species" / AFRICAN
+    with pytest.raises(
+        GalleryError, match="unknown species group 'cats'; choose one of butterflies, elephants, sharks"
+    ):
+        service.explore(photo, "cats")
+    with pytest.raises(MethodError, match="unknown method 'magic'; choose one of gradcam"):
+        service.explore(photo, "elephants", method="magic")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(TeachingError, match="the weights of vgg16 are not on this machine"):
+        service.explore(photo, "elephants", backbone="vgg16")
+
+
+def test_weights_available_looks_in_the_cache_without_downloading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert service.weights_available("efficientnet_lite0")
+    assert not service.weights_available("vgg16")
+    assert not service.weights_available("xception")
+    assert service.available_backbones() == ["efficientnet_lite0", "efficientnet_lite2"]
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth").write_bytes(b"0")
+    (tmp_path / "hub" / "checkpoints" / "xception-43020ad28.pth").write_bytes(b"0")
+    assert service.weights_available("vgg16")
+    assert service.weights_available("xception")
+    assert service.available_backbones() == ["efficientnet_lite0", "efficientnet_lite2", "vgg16", "xception"]
+
+
+# --- galleries -------------------------------------------------------------------------------------------------
+
+
+def test_gallery_from_the_local_folder(local_gallery: Path) -> None:
+    view = service.gallery("sharks")
+    expected = sum(len(list((local_gallery / d).iterdir())) for d in ("hammerhead", "great_white_shark", "tiger_shark"))
+    assert len(view.photos) == len(view.links) == expected == 9
+    assert all(path.is_file() for path, _ in view.photos)
+    assert view.photos[0][1].startswith("hammerhead. ")
+    assert view.credits.splitlines()[0].startswith("1. hammerhead: [")
+    assert view.missing == ""
+    assert service.photo_dirs() == [local_gallery.resolve()]
+
+
+def test_gallery_without_photos_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEACHING_GALLERY_DIR")
+    monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path))
+    view = service.gallery("elephants")
+    assert view.photos == [] and view.credits == ""
+    assert view.missing.startswith("8 photo(s) of this group are not available. African elephant: not downloaded yet")
+    assert view.missing.endswith("Uploads always work.")
+    assert service.photo_dirs() == [tmp_path.resolve()]
+
+
+# --- compare ---------------------------------------------------------------------------------------------------
+
+
+def test_compare_matrix(fixtures_dir: Path) -> None:
+    calls: list[tuple[float, str]] = []
+    result = service.compare(
+        fixtures_dir / "species" / AFRICAN,
+        ["gradcam", "layercam"],
+        ["efficientnet_lite0"],
+        lambda f, desc: calls.append((f, desc)),
+    )
+    assert result.grid.width == grid_width(3, service.COMPARE_CELL)  # the photo, then one column per method
+    assert result.grid.height < 2 * service.COMPARE_CELL  # one row: one backbone
+    assert result.classes["efficientnet_lite0"][:2] == (386, "African elephant")
+    assert result.errors == {}
+    assert set(result.seconds) == {("gradcam", "efficientnet_lite0"), ("layercam", "efficientnet_lite0")}
+    assert [f for f, _ in calls] == [0.0, 0.5, 1.0]
+    assert calls[0][1] == "Grad-CAM on efficientnet_lite0"
+    assert "sanity check" in result.note and "Guided Backprop" in result.note
+
+
+def test_compare_guided_methods_show_gradients(fixtures_dir: Path) -> None:
+    if "guided_backprop" not in service.available_methods(service.COMPARE_METHODS):
+        pytest.skip("Guided Backprop is not registered in this installation")
+    photo = fixtures_dir / "species" / AFRICAN
+    result = service.compare(photo, ["guided_backprop"], ["efficientnet_lite0"])
+    assert result.errors == {}
+    assert result.grid.width == grid_width(2, service.COMPARE_CELL)
+    explanation = service.explain(photo, [386], "guided_backprop")
+    cell = np.asarray(service._compare_cell(explanation))
+    x0, y0, x1, y1 = explanation.crop_box
+    assert cell.shape == (y1 - y0, x1 - x0, 3)
+    assert abs(float(np.median(cell)) - 128) <= 4  # grey where the attribution is about 0
+    assert cell.std() > 5  # and edges where it is not
+
+
+def test_slow_methods_are_marked_and_left_out_by_default_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service.torch.cuda, "is_available", lambda: False)
+    labels = dict((m, label) for label, m in service.method_choices(service.COMPARE_METHODS))
+    assert labels["gradcam"] == "Grad-CAM"
+    if "scorecam" in labels:
+        assert labels["scorecam"] == "Score-CAM (slow without a GPU)"
+    assert "scorecam" not in service.default_compare_methods()
+    assert "occlusion" not in service.default_compare_methods()
+    assert "gradcam" in service.default_compare_methods()
+    monkeypatch.setattr(service.torch.cuda, "is_available", lambda: True)
+    assert service.default_compare_methods() == service.available_methods(service.COMPARE_METHODS)
+    assert all("slow" not in label for label, _ in service.method_choices(service.COMPARE_METHODS))
+
+
+def test_compare_refuses_unknown_methods(fixtures_dir: Path) -> None:
+    with pytest.raises(MethodError, match="unknown method 'xgradcam'"):
+        service.compare(fixtures_dir / "species" / AFRICAN, ["xgradcam"], ["efficientnet_lite0"])
+
+
+# --- quiz ------------------------------------------------------------------------------------------------------
+
+
+def true_species(step: service.QuizStep) -> str:
+    phase = step.state["phase"]
+    return step.state[phase][step.state["index"]]["true_species_id"]
+
+
+def test_quiz_flow(local_gallery: Path) -> None:
+    step = service.start_quiz("elephants", n_teach=2, n_test=2, seed=0)
+    assert (step.phase, step.progress) == ("teach", "Teaching: photo 1 of 2")
+    assert step.choices == [
+        ("African elephant", "african_elephant"),
+        ("Asian elephant", "asian_elephant"),
+        ("tusker", "tusker"),
+    ]
+    assert step.photo is not None and step.photo.is_file() and local_gallery in step.photo.parents
+    assert step.feedback is None and step.explanation is None and not step.answered
+
+    truth = true_species(step)
+    step = service.quiz_answer(step.state, truth, now=100.0)
+    assert step.answered and step.phase == "teach"
+    assert step.feedback is not None and step.feedback.startswith("### Correct, it is ")
+    assert "The highlight shows what makes this" in step.feedback
+    assert step.explanation is not None and step.explanation.width > 2 * service.CELL
+    with pytest.raises(QuizError, match="already answered"):
+        service.quiz_answer(step.state, truth, now=100.5)
+    assert not service.quiz_can_advance(step.state, now=101.0)
+    with pytest.raises(QuizError, match="Next is enabled 2 s after the feedback"):
+        service.quiz_next(step.state, now=101.0)
+    assert service.quiz_can_advance(step.state, now=102.0)
+
+    step = service.quiz_next(step.state, now=102.0)
+    assert step.progress == "Teaching: photo 2 of 2" and not step.answered
+    truth = true_species(step)
+    wrong = next(sid for _, sid in step.choices if sid != truth)
+    step = service.quiz_answer(step.state, wrong, now=200.0)
+    assert step.feedback is not None and step.feedback.startswith("### Wrong, it is ")
+    assert step.explanation is not None
+
+    step = service.quiz_next(step.state, now=203.0)
+    assert (step.phase, step.progress) == ("test", "Test (no feedback): photo 1 of 2")
+    step = service.quiz_answer(step.state, true_species(step))
+    assert step.phase == "test" and step.feedback is None and step.explanation is None
+    truth = true_species(step)
+    wrong = next(sid for _, sid in step.choices if sid != truth)
+    step = service.quiz_answer(step.state, wrong)
+    assert step.phase == "done" and step.photo is None
+    assert step.score is not None
+    assert step.score.startswith("### Your score: 1 of 2 (50%)\nGuessing at random would give 33%.")
+    names = dict((sid, name) for name, sid in step.choices)
+    assert f"- You took a{'n' if names[truth][0] in 'aA' else ''} {names[truth]} for" in step.score
+
+
+def test_quiz_refusals(local_gallery: Path, tmp_path: Path) -> None:
+    with pytest.raises(QuizError, match="start a quiz first"):
+        service.quiz_answer(None, "tusker")
+    step = service.start_quiz("sharks", n_teach=1, n_test=1)
+    with pytest.raises(QuizError, match="choose a species first"):
+        service.quiz_answer(step.state, None)
+    with pytest.raises(QuizError, match="unknown species 'tusker'"):
+        service.quiz_answer(step.state, "tusker")
+    forged = dict(step.state, teach=[dict(step.state["teach"][0], image=str(tmp_path / "secret.png"))])
+    with pytest.raises(QuizError, match="the quiz state is damaged"):
+        service.quiz_answer(forged, "hammerhead")
+
+
+def test_quiz_without_photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEACHING_GALLERY_DIR")
+    monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path))
+    with pytest.raises(QuizError, match="no photos of Sharks are available"):
+        service.start_quiz("sharks")
