@@ -179,18 +179,15 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("Compare"):
             gr.Markdown(service.SANITY_NOTE, elem_classes="note")
             with gr.Row():
-                with gr.Column(scale=1):
-                    photo_c = _photo_input("Photo", "photo-compare")
+                photo_c = _photo_input("Photo", "photo-compare")
+                with gr.Column():
                     methods_c = gr.CheckboxGroup(
                         compare_methods, value=service.default_compare_methods(), label="Methods"
                     )
                     backbones_c = gr.CheckboxGroup(backbones, value=list(OFFLINE_BACKBONES), label="Models")
                     run_c = gr.Button("Compare", variant="primary")
-                with gr.Column(scale=3):
-                    matrix = gr.Image(
-                        label="Methods x models", show_label=False, type="pil", format="png", elem_id="matrix"
-                    )
-                    download_c = gr.DownloadButton("Download the matrix (PNG)")
+            matrix = gr.Image(label="Models x methods", show_label=False, type="pil", format="png", elem_id="matrix")
+            download_c = gr.DownloadButton("Download the matrix (PNG)")
         with gr.Tab("Quiz"):
             gr.Markdown(QUIZ_INTRO)
             with gr.Row():
@@ -253,5 +250,6 @@ def launch_options() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    service.download_galleries_in_background()
     service.warm_up()
     build_demo().launch(**launch_options())

@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,14 @@ from PIL import Image
 from teaching import cams
 from teaching.errors import ImageError, MethodError, TeachingError
 from teaching.explain import Explanation, explain
-from teaching.galleries import GalleryError, Group, default_cache_dir, gallery_photos, load_groups
+from teaching.galleries import (
+    GalleryError,
+    Group,
+    default_cache_dir,
+    download_gallery,
+    gallery_photos,
+    load_groups,
+)
 from teaching.images import load_image
 from teaching.models import (
     BACKBONES,
@@ -370,6 +378,20 @@ def gallery(group_id: str) -> GalleryView:
     return GalleryView(photos, links, "\n".join(lines), text)
 
 
+def download_galleries_in_background() -> threading.Thread | None:
+    """Fetch the gallery photos that are not cached yet, in a daemon thread; None when there is nothing to do.
+
+    Nothing is fetched when TEACHING_GALLERY_DIR points at a local folder or TEACHING_NO_DOWNLOAD=1. A photo that
+    cannot be fetched (no network, a licence that is not free) is recorded in the cache's manifest, and the
+    gallery says why it is missing; uploads work all the same.
+    """
+    if os.environ.get("TEACHING_GALLERY_DIR") or os.environ.get("TEACHING_NO_DOWNLOAD") == "1":
+        return None
+    thread = threading.Thread(target=download_gallery, args=(groups(),), name="gallery-download", daemon=True)
+    thread.start()
+    return thread
+
+
 def photo_dirs() -> list[Path]:
     """The folders gallery photos are read from (a web server must be allowed to serve them)."""
     local = os.environ.get("TEACHING_GALLERY_DIR")
@@ -436,7 +458,7 @@ def compare(
                 seconds[method, backbone] = time.perf_counter() - t0
                 classes.setdefault(backbone, e.top(1)[0])
                 cells[r][c] = _compare_cell(e)
-                captions[r][c] = f"{seconds[method, backbone]:.1f} s"
+                captions[r][c] = f"{seconds[method, backbone]:.2f} s"
             done += 1
     if progress:
         progress(1.0, "done")

@@ -318,3 +318,17 @@ def test_quiz_without_photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path))
     with pytest.raises(QuizError, match="no photos of Sharks are available"):
         service.start_quiz("sharks")
+
+
+def test_galleries_download_in_the_background_unless_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+    monkeypatch.setattr(service, "download_gallery", lambda groups: calls.append(sorted(groups)))
+    assert service.download_galleries_in_background() is None  # TEACHING_GALLERY_DIR is set: local photos
+    monkeypatch.delenv("TEACHING_GALLERY_DIR")
+    monkeypatch.setenv("TEACHING_NO_DOWNLOAD", "1")
+    assert service.download_galleries_in_background() is None
+    monkeypatch.delenv("TEACHING_NO_DOWNLOAD")
+    thread = service.download_galleries_in_background()
+    assert thread is not None and thread.daemon
+    thread.join(timeout=10)
+    assert calls == [["butterflies", "elephants", "sharks"]]
