@@ -360,10 +360,11 @@ def gallery(group_id: str) -> GalleryView:
     """The gallery of a group: local photos (TEACHING_GALLERY_DIR) or the download cache, with credits."""
     group = get_group(group_id)
     names = {s.id: s.name for s in group.species}
-    photos, links, lines, missing = [], [], [], []
+    photos, links, lines = [], [], []
+    missing: dict[str, list[str]] = {}  # reason -> species names, one entry per missing photo
     for item in gallery_photos(group):
         if item.path is None:
-            missing.append(f"{names[item.species_id]}: {item.missing}")
+            missing.setdefault(str(item.missing), []).append(names[item.species_id])
             continue
         photos.append((item.path, f"{names[item.species_id]}. {item.credit}"))
         links.append(item.link)
@@ -371,10 +372,10 @@ def gallery(group_id: str) -> GalleryView:
         lines.append(f"{len(photos)}. {names[item.species_id]}: {credit}")
     text = ""
     if missing:
-        reasons = sorted(set(missing))
-        text = f"{len(missing)} photo(s) of this group are not available. " + "; ".join(reasons[:6])
-        text += "." if len(reasons) <= 6 else f"; and {len(reasons) - 6} more."
-        text += " Uploads always work."
+        count = sum(len(v) for v in missing.values())
+        reasons = [f"{', '.join(dict.fromkeys(species))}: {reason}" for reason, species in missing.items()]
+        text = f"{count} photo{'s' if count > 1 else ''} of this group cannot be shown. " + "; ".join(reasons)
+        text += ". Uploads always work."
     return GalleryView(photos, links, "\n".join(lines), text)
 
 

@@ -186,8 +186,10 @@ def test_gallery_without_photos_says_what_is_missing(tmp_path: Path, monkeypatch
     monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path))
     view = service.gallery("elephants")
     assert view.photos == [] and view.credits == ""
-    assert view.missing.startswith("8 photo(s) of this group are not available. African elephant: not downloaded yet")
-    assert view.missing.endswith("Uploads always work.")
+    assert view.missing == (
+        "8 photos of this group cannot be shown. African elephant, Asian elephant: not downloaded yet "
+        "(run: python -m teaching.galleries download); tusker: no photos listed for this species. Uploads always work."
+    )
     assert service.photo_dirs() == [tmp_path.resolve()]
 
 
