@@ -14,7 +14,8 @@ With A the target layer's activation (B, C, h, w) and y the class scores, for ea
     LayerCAM   relu(sum_c relu(g) A_c)
     CAM        relu(sum_c W[y, c] A_c) for a global-average-pool + linear head (no gradient at all)
 The contrastive form uses Grad-CAM on the score y_A - y_B ("A rather than B") or y_A - mean of the other targets
-("A rather than the rest of its group").
+("A rather than the rest of its group"). Score-CAM and occlusion live in `perturb.py`, Smooth Grad-CAM++ in
+`smooth.py`, the guided methods in `guided.py`; they register themselves in METHODS when this module is imported.
 
 How the engine reaches one pass: a forward hook swaps the target layer's output for a detached leaf, so the
 backward stops at that layer (a partial backward), and `torch.autograd.grad(..., is_grads_batched=True)` gives the
@@ -27,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -65,15 +66,32 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     raise ModelError(f"no layer named {name!r} in {type(model).__name__}{hint}")
 
 
+_MODE_LOCK = threading.Lock()
+_MODE_USERS: dict[int, tuple[int, list[tuple[nn.Module, bool]]]] = {}  # id(model) -> (calls inside, flags before)
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put the model in eval mode for the block and restore `model.training` afterwards, also on errors."""
-    was_training = model.training
-    model.eval()
+    """Eval mode for the block; every submodule's `training` flag comes back as it was, also on errors.
+
+    Calls from several threads on one shared model may overlap: the first one in records the flags and the last
+    one out restores them, so no call ever runs in training mode because another one finished.
+    """
+    key = id(model)
+    with _MODE_LOCK:
+        users, flags = _MODE_USERS.get(key, (0, [(m, m.training) for m in model.modules()]))
+        _MODE_USERS[key] = (users + 1, flags)
+        model.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        with _MODE_LOCK:
+            users, flags = _MODE_USERS.pop(key)
+            if users > 1:
+                _MODE_USERS[key] = (users - 1, flags)
+            else:
+                for module, training in flags:
+                    module.training = training
 
 
 @contextmanager
@@ -109,8 +127,13 @@ def capture(layer: nn.Module, detach: bool = True) -> Iterator[list[torch.Tensor
 def forward_with_activation(
     model: nn.Module, x: torch.Tensor, layer: nn.Module, detach: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass: (activation (B, C, h, w), logits (B, num_classes))."""
-    with torch.enable_grad(), capture(layer, detach) as store:
+    """One forward pass: (activation (B, C, h, w), logits (B, num_classes)).
+
+    With `detach` the activation is a leaf that requires grad (gradient methods); without, the pass keeps the
+    caller's grad mode, so under `torch.no_grad` no graph is built.
+    """
+    grad: AbstractContextManager[object] = torch.enable_grad() if detach else nullcontext()
+    with grad, capture(layer, detach) as store:
         logits = model(x)
     if not store:
         raise ModelError("the target layer was not used in the forward pass; choose another layer")
@@ -131,6 +154,11 @@ def class_scores(
         contrast: None for y_A; "group" for y_A - mean of the other targets; "pair" for y_A - y_versus.
         versus: the class B of the "pair" contrast.
     """
+    n = logits.shape[1]
+    bad = classes[(classes < 0) | (classes >= n)]
+    if bad.numel() or (versus is not None and not 0 <= versus < n):
+        index = int(bad[0]) if bad.numel() else versus
+        raise MethodError(f"class index {index} is out of range: the model has {n} classes (0 to {n - 1})")
     y = logits.gather(1, classes)  # (B, k)
     if contrast is None:
         return y
@@ -177,6 +205,22 @@ class CamRequest:
     versus: int | None = None
     options: dict[str, object] = field(default_factory=dict)
 
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        """The whole-number option `name`, or a MethodError when it is not an integer >= minimum."""
+        value = self.options.get(name, default)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise MethodError(f"option {name}={value!r} must be a whole number >= {minimum}")
+        return value
+
+    def real(self, name: str, default: float, minimum: float = 0.0) -> float:
+        """The numeric option `name`, or a MethodError when it is not a number >= minimum."""
+        value = self.options.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+            raise MethodError(f"option {name}={value!r} must be a number >= {minimum:g}")
+        return float(value)
+
 
 class CamMethod:
     """A CAM method: `run` returns the raw maps (B, k, h, w) after ReLU and the logits of the same pass."""
@@ -198,8 +242,8 @@ class GradientCAM(CamMethod):
         scores = class_scores(logits, req.classes, req.contrast, req.versus)  # (B, k)
         grads = batched_grad(scores, acts)  # (k, B, C, h, w)
         t2 = time.perf_counter()
-        with torch.no_grad():
-            maps = F.relu(self.combine(acts.detach().unsqueeze(0), grads)).transpose(0, 1)  # (B, k, h, w)
+        with torch.no_grad():  # the maths in float32, whatever the model's precision
+            maps = F.relu(self.combine(acts.detach().float().unsqueeze(0), grads.float())).transpose(0, 1)  # (B,k,h,w)
         timings = {"forward": t1 - t0, "backward": t2 - t1, "maps": time.perf_counter() - t2}
         return CamOutput(maps, logits.detach(), req.layer_name, timings=timings)
 
@@ -277,10 +321,12 @@ class ClosedFormCAM(CamMethod):
         with torch.no_grad():
             acts, logits = forward_with_activation(req.model, req.x, req.layer, detach=False)
             t1 = time.perf_counter()
-            w = linear.weight[req.classes]  # (B, k, C)
+            class_scores(logits, req.classes, req.contrast, req.versus)  # checks the targets
+            all_w = linear.weight.float()  # (num_classes, C)
+            w = all_w[req.classes]  # (B, k, C)
             if req.contrast is not None:
-                w = w - _contrast_weights(w, linear.weight, req.contrast, req.versus)
-            maps = F.relu(torch.einsum("bkc,bchw->bkhw", w, acts.detach()))  # (B, k, h, w)
+                w = w - _contrast_weights(w, all_w, req.contrast, req.versus)
+            maps = F.relu(torch.einsum("bkc,bchw->bkhw", w, acts.float()))  # (B, k, h, w)
         timings = {"forward": t1 - t0, "maps": time.perf_counter() - t1}
         return CamOutput(maps, logits.detach(), req.layer_name, timings=timings)
 
@@ -336,6 +382,10 @@ def compute_cams(
 ) -> CamOutput:
     """Maps of k target classes for each image of a batch.
 
+    The maps (`raw`, float32, NaN-free) and the logits come back in float32 whatever the model's precision; an
+    input whose dtype differs from the model's weights is cast to it. Class indices outside the model's classes
+    raise a MethodError.
+
     Args:
         model: any classifier returning logits (B, num_classes).
         x: (B, 3, H, W) preprocessed input on the model's device.
@@ -348,6 +398,11 @@ def compute_cams(
         options: method options (e.g. batch_size, n_samples, std, seed).
     """
     impl = get_method(method)
+    if x.ndim != 4:
+        raise MethodError(f"the input must be a (batch, channels, height, width) tensor; got shape {tuple(x.shape)}")
+    weight = next(model.parameters(), None)
+    if weight is not None and weight.is_floating_point() and x.dtype != weight.dtype:
+        x = x.to(weight.dtype)
     cls = torch.as_tensor(classes, dtype=torch.long, device=x.device)
     if cls.ndim == 1:
         cls = cls.unsqueeze(0).expand(x.shape[0], -1)  # (B, k)
@@ -358,22 +413,32 @@ def compute_cams(
         options["linear"] = linear
     req = CamRequest(model, x, cls, layer, target, contrast, versus, options)
     with eval_mode(model):
-        return impl.run(req)
+        out = impl.run(req)
+    out.raw = torch.nan_to_num(out.raw.float(), nan=0.0)
+    out.logits = out.logits.float()
+    if out.attributions is not None:
+        out.attributions = out.attributions.float()
+    return out
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int], normalise: bool = True) -> torch.Tensor:
-    """Bilinear resize of (B, k, h, w) maps to `size` (H, W), then each map min-max scaled to [0, 1].
+    """Bilinear resize of (B, k, h, w) maps to `size` (H, W) in float32, then each map min-max scaled to [0, 1].
 
-    Same maths as pytorch-grad-cam's `scale_cam_image` (cv2 bilinear, half-pixel centres); an all-zero map stays 0.
+    The resize is cv2's bilinear (half-pixel centres), as in pytorch-grad-cam's `scale_cam_image`. NaN reads as 0.
     """
-    out = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
-    if not normalise:
-        return out
-    return minmax(out)
+    out = F.interpolate(torch.nan_to_num(maps.float(), nan=0.0), size=size, mode="bilinear", align_corners=False)
+    return minmax(out) if normalise else out
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Each map (last two dims) scaled to [0, 1] as (m - min) / (max - min + eps)."""
-    lo = maps.amin((-2, -1), keepdim=True)
-    out = maps - lo
-    return out / (out.amax((-2, -1), keepdim=True) + EPS)
+    """Each map (last two dims) scaled to [0, 1] as (m - min) / (max - min), in float32; a flat map gives 0.
+
+    No epsilon is added, so the scaling does not depend on the map's magnitude (pytorch-grad-cam adds 1e-7 but
+    scales twice, which comes to the same within 1e-6).
+    """
+    maps = torch.nan_to_num(maps.float(), nan=0.0)
+    out = maps - maps.amin((-2, -1), keepdim=True)
+    return out / out.amax((-2, -1), keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+from teaching import guided, perturb, smooth  # noqa: E402, F401  (they register their methods with `register` above)

@@ -1,0 +1,302 @@
+"""Engine edge cases on small seeded models: blank maps, low precision, k = 1000, per-image class tables, batches,
+the closed-form CAM, Score-CAM's flat channels, occlusion windows, Smooth Grad-CAM++ seeding, options, errors and
+method registration."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from teaching.cams import METHODS, compute_cams, eval_mode, minmax, upsample
+from teaching.errors import MethodError
+from teaching.models import load_backbone
+from teaching.perturb import channel_masks
+
+OURS = [
+    "gradcam",
+    "gradcampp",
+    "xgradcam",
+    "layercam",
+    "contrastive",
+    "cam",
+    "scorecam",
+    "occlusion",
+    "smoothgradcampp",
+]
+
+
+class TinyNet(nn.Module):
+    """A seeded small CNN with a GAP + linear head; `dead` channels of its target layer "features.4" are always 0."""
+
+    def __init__(self, dead: int = 0, classes: int = 10) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.fc = nn.Linear(16, classes)
+        with torch.no_grad():
+            self.features[3].bias[:dead] = -1e3
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((-2, -1)))
+
+
+def image(seed: int, size: int = 16, batch: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def run(model: nn.Module, x: torch.Tensor, classes, method: str, layer: str = "features.4", **opts: object):
+    return compute_cams(model, x, classes, method, layer, linear=model.fc, **opts)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nn.Module:
+    return TinyNet()
+
+
+# --- blank maps and precision -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_blank_and_flat_maps_scale_to_zero_without_nan(dtype):
+    zeros = torch.zeros(2, 3, 7, 7, dtype=dtype)
+    up = upsample(zeros, (32, 32))
+    assert up.dtype == torch.float32 and torch.equal(up, torch.zeros(2, 3, 32, 32))
+    assert torch.equal(minmax(torch.full((1, 1, 4, 4), 5.0, dtype=dtype)), torch.zeros(1, 1, 4, 4))
+    odd = torch.tensor([[[[float("nan"), 1.0], [0.0, 2.0]]]], dtype=dtype)
+    torch.testing.assert_close(minmax(odd), torch.tensor([[[[0.0, 0.5], [0.0, 1.0]]]]))
+
+
+def test_scaling_does_not_depend_on_the_magnitude():
+    m = torch.rand(1, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(minmax(m * 1e-6), minmax(m))
+    assert float(minmax(m * 1e-30).amax()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", OURS)
+def test_a_dead_target_layer_gives_blank_maps_not_nan(method):
+    model, x = TinyNet(dead=16), image(1)
+    out = run(model, x, [1, 2], method)
+    assert torch.equal(out.raw, torch.zeros_like(out.raw))
+    assert torch.equal(upsample(out.raw, (16, 16)), torch.zeros(1, 2, 16, 16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", OURS)
+def test_low_precision_inputs_and_models_on_cpu(tiny, dtype, method):
+    x = image(2).to(dtype)
+    full = run(tiny, x.float(), [1, 2], method)
+    cast = run(tiny, x, [1, 2], method)  # a float32 model casts the input to its own dtype
+    assert cast.raw.dtype == torch.float32 and torch.equal(cast.raw, full.raw)
+    low = run(copy.deepcopy(tiny).to(dtype), x, [1, 2], method)
+    assert low.raw.dtype == low.logits.dtype == torch.float32
+    assert bool(torch.isfinite(low.raw).all())
+    cosine = torch.nn.functional.cosine_similarity(low.raw.flatten(), full.raw.flatten(), dim=0)
+    assert float(cosine) > 0.97, f"{method} in {dtype}: cosine {float(cosine):.3f} to the float32 maps"
+
+
+# --- classes and batches ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_all_1000_classes_at_once_on_a_lite0_sized_model():
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    x, picked = image(3, 128), [0, 386, 999]
+    grad = compute_cams(model, x, range(1000), "gradcam", "bn2").raw  # (1, 1000, 4, 4)
+    assert grad.shape == (1, 1000, 4, 4) and int((grad.amax((-2, -1)) > 0).sum()) > 300
+    closed = compute_cams(model, x, range(1000), "cam", "bn2", linear=model.classifier).raw
+    torch.testing.assert_close(closed, grad * 16, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grad[:, picked], compute_cams(model, x, picked, "gradcam", "bn2").raw)
+    plus = compute_cams(model, x, range(1000), "gradcampp", "bn2").raw
+    torch.testing.assert_close(plus[:, picked], compute_cams(model, x, picked, "gradcampp", "bn2").raw)
+
+
+@pytest.mark.parametrize("method", OURS)
+def test_batches_and_per_image_class_tables_give_the_maps_of_one_image_at_a_time(tiny, method):
+    x = image(4, batch=3)
+    table = torch.tensor([[1, 2], [3, 4], [9, 0]])
+    shared = run(tiny, x, [5, 7], method)
+    per_image = run(tiny, x, table, method)
+    for b in range(3):
+        alone = run(tiny, x[b : b + 1], [5, 7], method)
+        torch.testing.assert_close(shared.raw[b : b + 1], alone.raw, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(shared.logits[b : b + 1], alone.logits, rtol=1e-5, atol=1e-6)
+        alone = run(tiny, x[b : b + 1], table[b].tolist(), method)
+        torch.testing.assert_close(per_image.raw[b : b + 1], alone.raw, rtol=1e-5, atol=1e-6)
+    assert bool((per_image.raw.amax((-2, -1)) > 0).any())
+
+
+# --- the closed form --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet50() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet50().eval()
+
+
+@pytest.mark.parametrize("contrast", [None, "group", "pair"])
+def test_closed_form_cam_is_gradcam_times_hw_on_resnet50(resnet50, contrast):
+    model = resnet50
+    x, classes = image(5, 128), [3, 207, 980]
+    versus = 386 if contrast == "pair" else None
+    grad = compute_cams(model, x, classes, "gradcam", "layer4", contrast, versus).raw  # (1, 3, 4, 4)
+    closed = compute_cams(model, x, classes, "cam", "layer4", contrast, versus, model.fc).raw
+    assert bool((grad.amax((-2, -1)) > 0).any())
+    torch.testing.assert_close(closed, grad * 16, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_closed_form_cam_is_gradcam_times_hw_on_lite0_real_weights():
+    bb = load_backbone("efficientnet_lite0", device="cpu")
+    x, classes = image(6, 224), [386, 385, 101]
+    grad = compute_cams(bb.model, x, classes, "gradcam", "bn2").raw  # (1, 3, 7, 7)
+    closed = compute_cams(bb.model, x, classes, "cam", "bn2", linear=bb.model.classifier).raw
+    assert bool((grad.amax((-2, -1)) > 0).all())
+    torch.testing.assert_close(closed, grad * 49, rtol=1e-4, atol=1e-6)
+
+
+# --- Score-CAM and occlusion ------------------------------------------------------------------------------------
+
+
+def scorecam_by_hand(model: nn.Module, x: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Score-CAM of one image with every channel scored, one masked input per channel, (k, h, w)."""
+    store: list[torch.Tensor] = []
+    handle = model.features[4].register_forward_hook(lambda _m, _i, out: store.append(out))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    acts = store[0][0]  # (C, h, w)
+    masks = channel_masks(acts[:, None], (x.shape[-2], x.shape[-1]))  # (C, 1, H, W)
+    with torch.no_grad():
+        scores = model(x * masks)[:, classes]  # (C, k)
+    weights = torch.softmax(scores.T, dim=-1)  # (k, C)
+    return torch.relu(torch.einsum("kc,chw->khw", weights, acts))
+
+
+def test_scorecam_skipping_flat_channels_changes_nothing():
+    model = TinyNet(dead=6)
+    with torch.no_grad():  # channel 6: a constant 5 everywhere, flat before upsampling
+        model.features[3].weight[6] = 0.0
+        model.features[3].bias[6] = 5.0
+    x, classes = image(7, 20), [2, 8]
+    raw = compute_cams(model, x, classes, "scorecam", "features.4", batch_size=4).raw[0]
+    assert bool((raw.amax((-2, -1)) > 0).all())
+    torch.testing.assert_close(raw, scorecam_by_hand(model, x, classes), rtol=1e-5, atol=1e-7)
+
+
+def test_scorecam_batch_size_does_not_change_the_maps(tiny):
+    x = image(8, batch=2)
+    maps = [run(tiny, x, [1, 6], "scorecam", batch_size=n).raw for n in (1, 7, 64)]
+    torch.testing.assert_close(maps[0], maps[1])
+    torch.testing.assert_close(maps[0], maps[2])
+
+
+class PixelSum(nn.Module):
+    """Two scores: the sum of the input and its negative."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.sum((1, 2, 3))
+        return torch.stack([s, -s], 1)
+
+
+def test_occlusion_by_hand_with_a_cut_off_last_window():
+    x = torch.ones(1, 3, 5, 5)
+    out = compute_cams(PixelSum(), x, [0, 1], "occlusion", window=2, stride=2)
+    # windows [0, 2), [2, 4), [4, 5) on each axis: occluding one removes 3 channels x its area from the sum
+    side = torch.tensor([2.0, 2, 2, 2, 1])
+    torch.testing.assert_close(out.raw[0, 0], 3 * side[:, None] * side[None, :])
+    assert torch.equal(out.raw[0, 1], torch.zeros(5, 5))  # the negative score only rises: relu leaves 0
+    assert out.raw.shape == (1, 2, 5, 5) and out.layer == ""
+
+
+def test_occlusion_default_window_is_a_seventh_of_the_side(tiny):
+    x = image(9, 28)
+    default = run(tiny, x, [1], "occlusion").raw
+    torch.testing.assert_close(default, run(tiny, x, [1], "occlusion", window=4, stride=2).raw)
+
+
+# --- Smooth Grad-CAM++ ------------------------------------------------------------------------------------------
+
+
+def test_smoothgradcampp_repeats_with_a_seed_and_leaves_the_global_rng_alone(tiny):
+    x = image(10, batch=2)
+    state = torch.get_rng_state()
+    a = run(tiny, x, [1, 2], "smoothgradcampp", seed=3).raw
+    b = run(tiny, x, [1, 2], "smoothgradcampp", seed=3).raw
+    c = run(tiny, x, [1, 2], "smoothgradcampp", seed=4).raw
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, b)
+    assert float((a - c).abs().max()) > 1e-3
+    d = run(tiny, x, [1, 2], "smoothgradcampp", seed=3, n_samples=8, std=0.1).raw
+    assert float((a - d).abs().max()) > 1e-3
+
+
+# --- options, errors, modes, registration -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "opts"),
+    [
+        ("scorecam", {"batch_size": 0}),
+        ("occlusion", {"batch_size": "64"}),
+        ("occlusion", {"window": 17}),
+        ("occlusion", {"window": 4, "stride": 5}),
+        ("smoothgradcampp", {"n_samples": 0}),
+        ("smoothgradcampp", {"n_samples": 2.5}),
+        ("smoothgradcampp", {"std": -1.0}),
+        ("smoothgradcampp", {"seed": True}),
+    ],
+)
+def test_bad_options_raise_a_method_error(tiny, method, opts):
+    with pytest.raises(MethodError, match="window|must be"):
+        run(tiny, image(11), [1], method, **opts)
+
+
+@pytest.mark.parametrize(
+    ("classes", "contrast", "versus"), [([10], None, None), ([-1], None, None), ([1], "pair", 99), ([1], "pair", None)]
+)
+def test_bad_classes_raise_a_method_error(tiny, classes, contrast, versus):
+    with pytest.raises(MethodError):
+        compute_cams(tiny, image(12), classes, "gradcam", "features.4", contrast, versus)
+
+
+def test_bad_shapes_raise_a_method_error(tiny):
+    with pytest.raises(MethodError, match="batch, channels"):
+        compute_cams(tiny, image(13)[0], [1], "gradcam", "features.4")
+    with pytest.raises(MethodError, match="classes must be"):
+        compute_cams(tiny, image(13), torch.tensor([[1], [2]]), "gradcam", "features.4")
+
+
+def test_eval_mode_restores_flags_when_calls_overlap(tiny):
+    model = copy.deepcopy(tiny).train()
+    model.features[1].eval()
+    flags = [m.training for m in model.modules()]
+    with eval_mode(model):
+        with eval_mode(model):  # a second call (another thread) comes in while the first is running
+            assert not any(m.training for m in model.modules())
+        assert not any(m.training for m in model.modules())  # ...and leaves first: still eval for the first
+    assert [m.training for m in model.modules()] == flags
+
+
+@pytest.mark.parametrize("first", ["teaching.perturb", "teaching.smooth"])
+def test_importing_any_engine_module_registers_every_method(first):
+    """In a fresh interpreter; this process imported teaching.cams first."""
+    code = f"import {first}; from teaching.cams import METHODS; print(' '.join(sorted(METHODS)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert set(OURS) <= set(out)
+    assert set(OURS) <= set(METHODS)
