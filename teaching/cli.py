@@ -22,10 +22,9 @@ from typing import NoReturn
 import numpy as np
 from PIL import Image
 
-from teaching import guided  # noqa: F401  (registers guided_backprop and guided_gradcam in METHODS)
+from teaching.api import Explanation, explain
 from teaching.cams import METHODS, find_layer, get_method
 from teaching.errors import ClassNameError, ImageError, MethodError, TeachingError
-from teaching.explain import Explanation, explain
 from teaching.labels import resolve_classes
 from teaching.models import BACKBONES, DEFAULT_BACKBONE, Backbone, load_backbone
 from teaching.render import COLORMAPS, gradient_image, make_grid, overlay

@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 
 from teaching import cams
+from teaching.api import Explanation, explain
 from teaching.errors import ImageError, MethodError, TeachingError
-from teaching.explain import Explanation, explain
 from teaching.galleries import (
     GalleryError,
     Group,

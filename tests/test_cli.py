@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
+from teaching.api import explain
 from teaching.cli import main, split_classes
 from teaching.errors import ClassNameError, ModelError
-from teaching.explain import explain
 from teaching.labels import imagenet_classes
 from teaching.models import BACKBONES, load_backbone
 from teaching.render import overlay
