@@ -53,6 +53,7 @@ class BackboneSpec:
     classifier: str  # the final linear layer
     gap_linear: bool  # head is global-average-pool + linear after target_layer: closed-form CAM applies
     offline: bool  # weights ship with the package, no network needed
+    cached: Callable[[], bool] = lambda: True  # pretrained weights loadable now without a download (never downloads)
 
 
 @dataclass
@@ -167,6 +168,39 @@ def _timm_hub(name: str, arch: str) -> Callable[[nn.Module], None]:
     return load
 
 
+def _in_hub_checkpoints(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file()
+
+
+def _torchvision_cached(weights_enum: str) -> Callable[[], bool]:
+    def cached() -> bool:
+        from torchvision import models as tvm
+
+        enum, member = weights_enum.split(".")
+        return _in_hub_checkpoints(getattr(tvm, enum)[member].url)
+
+    return cached
+
+
+def _timm_cached(arch: str) -> Callable[[], bool]:
+    def cached() -> bool:
+        from huggingface_hub import try_to_load_from_cache
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(arch)
+        if cfg is None:
+            return False
+        if isinstance(cfg.url, str) and cfg.url and _in_hub_checkpoints(cfg.url):
+            return True
+        hub_id = cfg.hf_hub_id
+        files = ("model.safetensors", "pytorch_model.bin")
+        return bool(hub_id) and any(isinstance(try_to_load_from_cache(str(hub_id), f), str) for f in files)
+
+    return cached
+
+
 def _timm(arch: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
         import timm
@@ -200,6 +234,7 @@ def _tv_spec(
         build=_tv(name, **kwargs),
         weights=f"torchvision {weights} (downloaded on first use)",
         pretrained=_torchvision(name, weights),
+        cached=_torchvision_cached(weights),
         preprocess=Preprocess(size=size, resize=resize),
         target_layer=layer,
         classifier=classifier,
@@ -253,6 +288,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         build=_timm("legacy_xception"),
         weights="timm legacy_xception (Keras-ported ImageNet weights, downloaded on first use)",
         pretrained=_timm_hub("xception", "legacy_xception"),
+        cached=_timm_cached("legacy_xception"),
         preprocess=Preprocess(size=299, resize=333, interpolation="bicubic", mean=HALF, std=HALF),
         target_layer="act4",  # the last activation before global pooling, 10x10
         classifier="fc",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 import threading
 import time
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -158,36 +156,8 @@ def available_methods(names: Sequence[str]) -> list[str]:
 
 
 def weights_available(name: str) -> bool:
-    """True when backbone `name` can be loaded without a download: embedded weights, or already cached.
-
-    Looks at torch hub's checkpoint folder (torchvision and timm URL weights) and the Hugging Face cache (timm hub
-    weights); never downloads anything.
-    """
-    spec = get_spec(name)
-    if spec.offline:
-        return True
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    tv = re.match(r"torchvision (\w+)\.(\w+)", spec.weights)
-    if tv:
-        from torchvision import models as tvm
-
-        url = getattr(tvm, tv[1])[tv[2]].url
-        return (checkpoints / Path(urlparse(url).path).name).is_file()
-    hub = re.match(r"timm (\w+)", spec.weights)
-    if hub:
-        from huggingface_hub import try_to_load_from_cache
-        from timm.models import get_pretrained_cfg
-
-        cfg = get_pretrained_cfg(hub[1])
-        if cfg is None:
-            return False
-        if isinstance(cfg.url, str) and cfg.url and (checkpoints / Path(urlparse(cfg.url).path).name).is_file():
-            return True
-        if cfg.hf_hub_id:
-            for filename in ("model.safetensors", "pytorch_model.bin"):
-                if isinstance(try_to_load_from_cache(cfg.hf_hub_id, filename), str):
-                    return True
-    return False
+    """True when backbone `name` can be loaded without a download: embedded weights, or already cached."""
+    return get_spec(name).cached()
 
 
 def available_backbones() -> list[str]:
