@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import types
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -202,22 +200,6 @@ def test_local_weights_with_other_classes(tmp_path, capsys):
     with torch.no_grad():
         expected = torch.softmax(model(bb.preprocess(Image.open(photo))[0].cpu()), 1)[0].numpy()
     np.testing.assert_allclose(np.load(tmp_path / "out" / "maps.npz")["probs"], expected, atol=1e-5)
-
-
-@pytest.fixture
-def no_network(monkeypatch, tmp_path):
-    """No cached weights and no network: every download attempt fails at once (and nothing is downloaded)."""
-
-    def refuse(*args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    def refuse_socket(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse_socket)
-    monkeypatch.setattr(socket.socket, "connect", refuse_socket)
 
 
 def test_downloadable_backbone_without_network(fixtures_dir, tmp_path, capsys, no_network):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -271,25 +269,6 @@ def test_other_unusable_weight_files(tmp_path, content, fragment):
 
 
 # --- no network ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_network(monkeypatch, tmp_path):
-    """No cached weights and no network: every download attempt fails at once (and nothing is downloaded)."""
-
-    def refuse(*args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    def refuse_socket(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setattr(socket, "getaddrinfo", refuse_socket)
-    monkeypatch.setattr(socket.socket, "connect", refuse_socket)
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "xception"])  # torchvision's and timm's download paths
