@@ -98,9 +98,9 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 def capture(layer: nn.Module, detach: bool = True) -> Iterator[list[torch.Tensor]]:
     """Collect the layer's output during forward passes of the calling thread only.
 
-    With `detach`, the output is replaced by a leaf that requires grad: gradients to it need only the part of the
-    graph after the layer. The model goes on with a clone, so in-place ops that follow (densenet's
-    `F.relu(inplace=True)`) leave the captured activation as it was.
+    With `detach`, the kept output is a leaf that requires grad: gradients to it need only the part of the graph
+    after the layer; without, it stays joined to the input's graph. Either way the model goes on with a clone, so
+    in-place ops that follow (densenet's `F.relu(inplace=True)`) leave the kept activation as it was.
     """
     owner = threading.get_ident()
     store: list[torch.Tensor] = []
@@ -110,12 +110,9 @@ def capture(layer: nn.Module, detach: bool = True) -> Iterator[list[torch.Tensor
             return None
         if not isinstance(output, torch.Tensor):
             raise ModelError(f"the target layer returns {type(output).__name__}, not a tensor; choose another layer")
-        if not detach:
-            store.append(output)
-            return None
-        leaf = output.detach().requires_grad_(True)
-        store.append(leaf)
-        return leaf.clone()
+        kept = output.detach().requires_grad_(True) if detach else output
+        store.append(kept)
+        return kept.clone()
 
     handle = layer.register_forward_hook(hook)
     try:

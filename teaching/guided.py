@@ -25,7 +25,6 @@ are unaffected, and nothing is attached to the model except a forward hook on th
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from teaching.cams import (
     CamRequest,
     GradCAM,
     batched_grad,
+    capture,
     class_scores,
     compute_cams,
     register,
@@ -168,28 +168,6 @@ def guided_relus(switch: GuidedSwitch | None = None) -> Iterator[GuidedSwitch]:
         yield mode.switch
 
 
-@contextmanager
-def _tap(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Keep the layer's output (still joined to the input's graph) for this thread; the model goes on with a clone,
-    so in-place ops that follow (densenet's `F.relu(inplace=True)`) leave the kept activation as it was."""
-    owner = threading.get_ident()
-    store: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, _inputs: object, output: object) -> torch.Tensor | None:
-        if threading.get_ident() != owner:
-            return None
-        if not isinstance(output, torch.Tensor):
-            raise ModelError(f"the target layer returns {type(output).__name__}, not a tensor; choose another layer")
-        store.append(output)
-        return output.clone()
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
-
-
 def _grads_keep_graph(scores: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
     """Like `batched_grad` (k, *wrt.shape), but the graph stays for a second backward."""
     k = scores.shape[1]
@@ -248,7 +226,11 @@ class GuidedGradCAM(CamMethod):
             raise MethodError(f"unknown interpolation {mode!r}; use one of {', '.join(INTERPOLATIONS)}")
         t0 = time.perf_counter()
         x = _input_leaf(req.x)
-        with torch.enable_grad(), guided_relus(GuidedSwitch(guided=False)) as switch, _tap(req.layer) as store:
+        with (
+            torch.enable_grad(),
+            guided_relus(GuidedSwitch(guided=False)) as switch,
+            capture(req.layer, detach=False) as store,
+        ):
             logits = req.model(x)
         if not store:
             raise ModelError("the target layer was not used in the forward pass; choose another layer")
