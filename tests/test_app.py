@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,57 +9,24 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from helpers import served_app
 from PIL import Image
 
-import app
 from teaching import render, service
 
 AFRICAN = "species/African_elephant/eli_n02504458_African_elephant.JPEG"
-READY_TIMEOUT_S = 60.0
 
 pytestmark = pytest.mark.fixtures
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until_ready(url: str, timeout: float = READY_TIMEOUT_S) -> None:
-    """Poll the page until it answers 200, up to `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=5.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the app at {url} did not answer within {timeout:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def client(fixtures_dir: Path) -> Iterator[Client]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
-        demo = app.build_demo()
+    with served_app(fixtures_dir) as url:
+        c = Client(url, verbose=False)
         try:
-            _, url, _ = demo.launch(
-                server_name="127.0.0.1",
-                server_port=free_port(),
-                prevent_thread_lock=True,
-                quiet=True,
-                **app.launch_options(),
-            )
-            wait_until_ready(url)
-            c = Client(url, verbose=False)
-            try:
-                yield c
-            finally:
-                c.close()
+            yield c
         finally:
-            demo.close()
+            c.close()
 
 
 def test_named_endpoints(client: Client) -> None:

@@ -11,9 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_app import free_port, wait_until_ready
-
-import app
+from helpers import served_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -36,21 +34,8 @@ def url(fixtures_dir: Path) -> Iterator[str]:
         if os.environ.get("TEACHING_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
-        demo = app.build_demo()
-        try:
-            _, address, _ = demo.launch(
-                server_name="127.0.0.1",
-                server_port=free_port(),
-                prevent_thread_lock=True,
-                quiet=True,
-                **app.launch_options(),
-            )
-            wait_until_ready(address)
-            yield address
-        finally:
-            demo.close()
+    with served_app(fixtures_dir) as address:
+        yield address
 
 
 @pytest.fixture

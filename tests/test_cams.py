@@ -12,6 +12,7 @@ import pytest
 import timm
 import torch
 import torchvision
+from helpers import TinyNet
 from torch import nn
 
 from teaching.cams import METHODS, compute_cams, eval_mode, minmax, upsample
@@ -30,28 +31,6 @@ OURS = [
     "occlusion",
     "smoothgradcampp",
 ]
-
-
-class TinyNet(nn.Module):
-    """A seeded small CNN with a GAP + linear head; `dead` channels of its target layer "features.4" are always 0."""
-
-    def __init__(self, dead: int = 0, classes: int = 10) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.BatchNorm2d(8),
-            nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1),
-            nn.ReLU(),
-        )
-        self.fc = nn.Linear(16, classes)
-        with torch.no_grad():
-            self.features[3].bias[:dead] = -1e3
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean((-2, -1)))
 
 
 def image(seed: int, size: int = 16, batch: int = 1) -> torch.Tensor:

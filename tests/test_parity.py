@@ -20,6 +20,7 @@ import torchvision
 from captum.attr import LayerGradCam
 from captum.attr import Occlusion as CaptumOcclusion
 from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
+from helpers import TinyNet
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -107,28 +108,6 @@ def test_gradient_family_matches_pytorch_grad_cam_on_resnet50():
         )
         print(f"resnet50 {method}: max |ours - pytorch-grad-cam| = {diff:.2e}")
         assert diff < 1e-4
-
-
-class TinyNet(nn.Module):
-    """A seeded small CNN with a GAP + linear head; `dead` channels of its target layer "features.4" are always 0."""
-
-    def __init__(self, dead: int = 0, classes: int = 10) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.BatchNorm2d(8),
-            nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1),
-            nn.ReLU(),
-        )
-        self.fc = nn.Linear(16, classes)
-        with torch.no_grad():
-            self.features[3].bias[:dead] = -1e3
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean((-2, -1)))
 
 
 @pytest.mark.slow
