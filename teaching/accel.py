@@ -160,6 +160,7 @@ class FastCAM:
         self.options = dict(options or {})
         self._graphs: OrderedDict[_GraphKey, _Graph | None] = OrderedDict()  # None: could not be captured
         self._lock = threading.Lock()
+        self.num_classes: int | None = None  # the model's output size, known after the first capture
 
     def __call__(
         self,
@@ -214,6 +215,7 @@ class FastCAM:
                 self._graphs.popitem(last=False)
         if graph is None:
             return as_float(self._run(x, table, contrast, versus))
+        self._check_classes(table)
         t0 = time.perf_counter()
         graph.x.copy_(x)
         graph.classes.copy_(table)
@@ -223,22 +225,37 @@ class FastCAM:
         timings = {"replay": time.perf_counter() - t0}  # host time to enqueue; the device runs on asynchronously
         return CamOutput(out.raw.clone(), out.logits.clone(), out.layer, attributions, timings)
 
+    def _check_classes(self, table: torch.Tensor) -> None:
+        """A replay does not run the engine's class checks: out-of-range indices are refused here (one sync)."""
+        n = self.num_classes
+        if n is not None and bool(((table < 0) | (table >= n)).any()):
+            bad = int(table[(table < 0) | (table >= n)][0])
+            raise MethodError(f"class index {bad} is out of range: the model has {n} classes (0 to {n - 1})")
+
     def _capture(self, x: torch.Tensor, table: torch.Tensor, contrast: str | None, versus: int | None) -> _Graph | None:
-        """Warm up on a side stream, then capture one call; None when the method cannot run inside a graph."""
+        """Warm up on a side stream, then capture one call; None when the method cannot run inside a graph.
+
+        The warm-up runs the engine's checks (a bad class raises there). Capture is thread-local, so other threads'
+        CUDA work goes on; a method that syncs with the host inside (a data-dependent shape, `.item()`) makes the
+        capture fail, and that shape then runs eagerly.
+        """
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         static_x = torch.empty_like(x, memory_format=layout).copy_(x)
         static_classes = table.clone()
+        stream = torch.cuda.current_stream(x.device)
         side = torch.cuda.Stream(device=x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
+        side.wait_stream(stream)
         with torch.cuda.stream(side):
             for _ in range(WARMUP):
-                self._run(static_x, static_classes, contrast, versus)
-        torch.cuda.current_stream(x.device).wait_stream(side)
+                warm = self._run(static_x, static_classes, contrast, versus)
+        stream.wait_stream(side)
+        self.num_classes = int(warm.logits.shape[1])
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = as_float(self._run(static_x, static_classes, contrast, versus))
-        except RuntimeError:  # a host sync or a data-dependent shape inside the method: run it eagerly instead
+        except RuntimeError:
+            torch.cuda.set_stream(stream)  # a failed capture_end leaves the capture stream current
             torch.cuda.synchronize(x.device)
             return None
         return _Graph(graph, static_x, static_classes, out)

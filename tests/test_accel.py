@@ -90,6 +90,16 @@ def test_class_table_shapes():
         class_table(torch.tensor([[1], [2], [3]]), x)
 
 
+def test_replayed_classes_are_range_checked(lite0):
+    fast = FastCAM(lite0.model, "bn2", dtype=None, channels_last=False, graphs=False)
+    fast.num_classes = 1000  # what a capture records; replays skip the engine's own check
+    fast._check_classes(torch.tensor([[0, 999]]))
+    with pytest.raises(MethodError, match="class index 1000 is out of range"):
+        fast._check_classes(torch.tensor([[3, 1000]]))
+    with pytest.raises(MethodError, match="class index -1"):
+        fast._check_classes(torch.tensor([[-1, 3]]))
+
+
 def test_rejects_other_dtypes(lite0):
     with pytest.raises(MethodError, match="dtype"):
         FastCAM(lite0.model, "bn2", dtype=torch.float64)
@@ -112,6 +122,8 @@ def test_cuda_graph_replay_matches_eager(dtype):
     ref_other = compute_cams(backbone.model, x, [7, 8, 9], "gradcam", "bn2")
     assert len(fast._graphs) == 1
     assert (normalised(other.raw) - normalised(ref_other.raw)).abs().max().item() <= TOLERANCE[dtype]
+    with pytest.raises(MethodError, match="out of range"):
+        fast(x, [1, 2, 1000])
 
 
 @cuda
