@@ -64,7 +64,8 @@ def explain(
     result = service.explore(_path(image), group_id, method, backbone)
     if not result.trusted:
         gr.Warning(result.note)
-    return result.grid, result.labels, str(service.save_png(result.grid, "explore")), result.note
+    png = str(service.save_png(result.grid, "explore"))  # encoded once: shown and offered for download
+    return png, result.labels, png, result.note
 
 
 @_user_errors
@@ -89,7 +90,8 @@ def compare(
 ) -> tuple[Any, str]:
     """The matrix of methods x backbones and the same as a PNG file."""
     result = service.compare(_path(image), methods, backbones, lambda f, desc: progress(f, desc=desc))
-    return result.grid, str(service.save_png(result.grid, "compare"))
+    png = str(service.save_png(result.grid, "compare"))
+    return png, png
 
 
 def _quiz_outputs(step: service.QuizStep) -> tuple[Any, ...]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from teaching.cams import compute_cams, upsample
+from teaching.cams import compute_cams, group_contrast, upsample
 from teaching.errors import MethodError
 from teaching.images import load_image
 from teaching.labels import resolve_classes
@@ -35,6 +35,8 @@ class Explanation:
     crop_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the photo that the model saw
     labels: Sequence[str] = field(repr=False, default=())
     attributions: np.ndarray | None = None  # float32 (k, 3, S, S) signed pixel attributions (guided methods)
+    signed_maps: np.ndarray | None = None  # float32 (k, h, w) before ReLU, for methods linear in the class score
+    contrast: str | None = None  # the contrast the maps show: None, "group" or "pair"
     timings: dict[str, float] = field(default_factory=dict)
 
     def top(self, n: int = 5) -> list[tuple[int, str, float]]:
@@ -56,6 +58,25 @@ def place_maps(raw: torch.Tensor, box: tuple[int, int, int, int], size: tuple[in
     out = np.zeros((raw.shape[0], height, width), dtype=np.float32)
     out[:, y0:y1, x0:x1] = inner.detach().cpu().numpy()
     return out
+
+
+def contrast_of(e: Explanation) -> Explanation | None:
+    """The "A rather than the rest of the group" maps of a plain explanation, without another pass.
+
+    Exact for methods whose map is linear in the class score (gradcam, xgradcam, cam): the same maps as
+    `explain(..., contrast="group")`. None for the other methods or when `e` is already a contrast.
+    """
+    if e.signed_maps is None or e.contrast is not None or len(e.classes) < 2:
+        return None
+    raw = group_contrast(torch.from_numpy(e.signed_maps)[None])[0]  # (k, h, w)
+    return replace(
+        e,
+        maps=place_maps(raw, e.crop_box, e.image.size),
+        raw_maps=raw.numpy(),
+        signed_maps=None,
+        contrast="group",
+        timings={"contrast": 0.0},
+    )
 
 
 def explain(
@@ -126,5 +147,7 @@ def explain(
         crop_box=box,
         labels=bb.labels,
         attributions=attributions,
+        signed_maps=out.signed[0].cpu().numpy() if out.signed is not None else None,
+        contrast=contrast or (("pair" if versus_idx is not None else "group") if method == "contrastive" else None),
         timings=timings,
     )

@@ -49,6 +49,7 @@ class CamOutput:
     layer: str  # the dotted name of the target layer ("" for pixel-space methods without one)
     attributions: torch.Tensor | None = None  # (B, k, 3, H, W) signed pixel attributions (guided methods)
     timings: dict[str, float] = field(default_factory=dict)
+    signed: torch.Tensor | None = None  # (B, k, h, w) maps before ReLU, for methods linear in the class score
 
 
 # --- layers and hooks ------------------------------------------------------------------------------------------
@@ -152,10 +153,16 @@ def class_scores(
         versus: the class B of the "pair" contrast.
     """
     n = logits.shape[1]
-    bad = classes[(classes < 0) | (classes >= n)]
-    if bad.numel() or (versus is not None and not 0 <= versus < n):
-        index = int(bad[0]) if bad.numel() else versus
-        raise MethodError(f"class index {index} is out of range: the model has {n} classes (0 to {n - 1})")
+    # the check reads the indices on the host; inside a CUDA graph capture that sync is not allowed (FastCAM checks
+    # the classes itself before each replay)
+    bad = None
+    if classes.numel() and not (classes.is_cuda and torch.cuda.is_current_stream_capturing()):
+        lo, hi = int(classes.min()), int(classes.max())
+        bad = lo if lo < 0 else hi if hi >= n else None
+    if bad is None and versus is not None and not 0 <= versus < n:
+        bad = versus
+    if bad is not None:
+        raise MethodError(f"class index {bad} is out of range: the model has {n} classes (0 to {n - 1})")
     y = logits.gather(1, classes)  # (B, k)
     if contrast is None:
         return y
@@ -230,7 +237,13 @@ class CamMethod:
 
 
 class GradientCAM(CamMethod):
-    """Base of the gradient methods: one forward, one batched gradient, then `combine(A, G)`."""
+    """Base of the gradient methods: one forward, one batched gradient, then `combine(A, G)`.
+
+    `linear_in_score`: the map before ReLU is linear in the gradient, so the map of a contrast of scores is the same
+    contrast of the maps (see `group_contrast`) and needs no second pass.
+    """
+
+    linear_in_score = False
 
     def run(self, req: CamRequest) -> CamOutput:
         t0 = time.perf_counter()
@@ -240,9 +253,10 @@ class GradientCAM(CamMethod):
         grads = batched_grad(scores, acts)  # (k, B, C, h, w)
         t2 = time.perf_counter()
         with torch.no_grad():  # the maths in float32, whatever the model's precision
-            maps = F.relu(self.combine(acts.detach().float().unsqueeze(0), grads.float())).transpose(0, 1)  # (B,k,h,w)
+            signed = self.combine(acts.detach().float().unsqueeze(0), grads.float()).transpose(0, 1)  # (B, k, h, w)
         timings = {"forward": t1 - t0, "backward": t2 - t1, "maps": time.perf_counter() - t2}
-        return CamOutput(maps, logits.detach(), req.layer_name, timings=timings)
+        kept = signed if self.linear_in_score else None
+        return CamOutput(F.relu(signed), logits.detach(), req.layer_name, signed=kept, timings=timings)
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """Map before ReLU, (k, B, h, w), from acts (1, B, C, h, w) and grads (k, B, C, h, w)."""
@@ -254,6 +268,7 @@ class GradientCAM(CamMethod):
 
 class GradCAM(GradientCAM):
     name = "gradcam"
+    linear_in_score = True
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         return grads.mean((-2, -1), keepdim=True)
@@ -278,6 +293,7 @@ def gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
 
 class XGradCAM(GradientCAM):
     name = "xgradcam"
+    linear_in_score = True
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         sum_acts = acts.sum((-2, -1), keepdim=True)
@@ -323,9 +339,21 @@ class ClosedFormCAM(CamMethod):
             w = all_w[req.classes]  # (B, k, C)
             if req.contrast is not None:
                 w = w - _contrast_weights(w, all_w, req.contrast, req.versus)
-            maps = F.relu(torch.einsum("bkc,bchw->bkhw", w, acts.float()))  # (B, k, h, w)
+            signed = torch.einsum("bkc,bchw->bkhw", w, acts.float())  # (B, k, h, w)
         timings = {"forward": t1 - t0, "maps": time.perf_counter() - t1}
-        return CamOutput(maps, logits.detach(), req.layer_name, timings=timings)
+        return CamOutput(F.relu(signed), logits.detach(), req.layer_name, signed=signed, timings=timings)
+
+
+def group_contrast(signed: torch.Tensor) -> torch.Tensor:
+    """relu(m_A - mean of the other targets' maps) from signed maps (B, k, h, w) before ReLU.
+
+    For a method whose map is linear in the class score (Grad-CAM, XGrad-CAM, CAM) this is exactly the map of
+    y_A - mean(y_others), the "group" contrast, without another forward or backward pass.
+    """
+    k = signed.shape[1]
+    if k < 2:
+        raise MethodError("the contrast with the rest of the group needs at least two classes")
+    return F.relu(signed - (signed.sum(1, keepdim=True) - signed) / (k - 1))
 
 
 def _contrast_weights(w: torch.Tensor, all_w: torch.Tensor, contrast: str, versus: int | None) -> torch.Tensor:
@@ -412,6 +440,8 @@ def compute_cams(
     with eval_mode(model):
         out = impl.run(req)
     out.raw = torch.nan_to_num(out.raw.float(), nan=0.0)
+    if out.signed is not None:
+        out.signed = torch.nan_to_num(out.signed.float(), nan=0.0)
     out.logits = out.logits.float()
     if out.attributions is not None:
         out.attributions = out.attributions.float()

@@ -175,10 +175,10 @@ def make_grid(
     return grid
 
 
-def to_png_bytes(img: Image.Image) -> bytes:
-    """The image encoded as PNG."""
+def to_png_bytes(img: Image.Image, compress_level: int = 6) -> bytes:
+    """The image encoded as PNG (compress_level 1 is about twice as fast as the default 6, for larger files)."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

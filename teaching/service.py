@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from teaching import cams
-from teaching.api import Explanation, explain
+from teaching.api import Explanation, contrast_of, explain
 from teaching.errors import ImageError, MethodError, TeachingError
 from teaching.galleries import (
     GalleryError,
@@ -207,7 +207,7 @@ def save_png(image: Image.Image, prefix: str = "grid") -> Path:
     """
     folder = Path(tempfile.gettempdir()) / "teaching-app"
     folder.mkdir(exist_ok=True)
-    data = to_png_bytes(image)
+    data = to_png_bytes(image, compress_level=1)  # served on every request: speed over size
     path = folder / f"{prefix}-{hashlib.sha256(data).hexdigest()[:16]}.png"
     if not path.exists():
         path.write_bytes(data)
@@ -266,9 +266,10 @@ def explore(
 ) -> ExploreResult:
     """Explain one photo for every species of a group: plain and contrastive maps side by side, with the traits.
 
-    Two engine calls: the plain maps of all k species, then the contrastive maps of all k ("X rather than the
-    others"). Methods outside CONTRAST_METHODS get the contrastive Grad-CAM in the second row. The maps are shown
-    on the square crop that the model sees.
+    One engine call for the plain maps of all k species; the contrastive maps of all k ("X rather than the
+    others") come from the same pass for methods linear in the class score (Grad-CAM, XGrad-CAM, CAM), else from a
+    second call. Methods outside CONTRAST_METHODS get the contrastive Grad-CAM in the second row. The maps are
+    shown on the square crop that the model sees.
     """
     group = get_group(group_id)
     _check_method(method, EXPLORE_METHODS)
@@ -277,7 +278,9 @@ def explore(
     classes = list(group.class_indices)
     plain = explain(photo, classes, method=method, backbone=backbone)
     contrast_method = method if method in CONTRAST_METHODS else "contrastive"
-    contrast = explain(photo, classes, method=contrast_method, backbone=backbone, contrast="group")
+    contrast = contrast_of(plain) or explain(
+        photo, classes, method=contrast_method, backbone=backbone, contrast="group"
+    )
     predictions = plain.top(TOP_N)
     note, trusted = explore_note(group, predictions)
     group_probs = {s.id: float(plain.probs[s.imagenet_index]) for s in group.species}

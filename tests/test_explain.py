@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from teaching import explain
+from teaching.api import contrast_of
 from teaching.cams import upsample
 from teaching.errors import ClassNameError, MethodError
 from teaching.models import load_backbone
@@ -137,3 +138,21 @@ def test_bad_class_and_method_names_are_user_errors(fixtures_dir, lite0):
         explain(path, classes=[386], method="gradcan", backbone=lite0)
     assert not any(m._forward_hooks for m in lite0.model.modules())
     assert not lite0.model.training
+
+
+@pytest.mark.parametrize("method", ["gradcam", "xgradcam", "cam"])
+def test_group_contrast_from_one_pass_equals_the_contrastive_pass(fixtures_dir, lite0, method):
+    path = _photo(fixtures_dir, "tiger_shark")
+    plain = explain(path, classes=[4, 2, 3], method=method, backbone=lite0)
+    derived = contrast_of(plain)
+    assert derived is not None and derived.contrast == "group"
+    direct = explain(path, classes=[4, 2, 3], method=method, backbone=lite0, contrast="group")
+    assert float(np.abs(direct.raw_maps).max()) > 0
+    np.testing.assert_allclose(derived.raw_maps, direct.raw_maps, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(derived.maps, direct.maps, atol=1e-4)
+
+
+def test_no_one_pass_contrast_for_methods_not_linear_in_the_score(fixtures_dir, lite0):
+    path = _photo(fixtures_dir, "tiger_shark")
+    assert contrast_of(explain(path, classes=[4, 2, 3], method="gradcampp", backbone=lite0)) is None
+    assert contrast_of(explain(path, classes=[4, 2, 3], method="contrastive", backbone=lite0)) is None

@@ -93,7 +93,10 @@ def test_explore_outside_the_group(fixtures_dir: Path) -> None:
 def test_explore_scorecam_takes_the_contrastive_gradcam_row(
     fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two engine calls; Score-CAM's second row is the contrastive Grad-CAM (Score-CAM is stubbed: slow on CPU)."""
+    """A method not linear in the score takes two engine calls, its second row the contrastive Grad-CAM.
+
+    Score-CAM is stubbed (slow on CPU); Grad-CAM takes one call.
+    """
     calls: list[tuple[str, object]] = []
     real = service.explain
 
@@ -102,10 +105,18 @@ def test_explore_scorecam_takes_the_contrastive_gradcam_row(
         return real(image, classes, method, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(service, "explain", recording)
-    monkeypatch.setitem(service.cams.METHODS, "scorecam", service.cams.GradCAM)
+
+    class NonLinearStub(service.cams.GradCAM):
+        linear_in_score = False  # as Score-CAM: its contrast cannot be derived from the plain pass
+
+    monkeypatch.setitem(service.cams.METHODS, "scorecam", NonLinearStub)
     result = service.explore(fixtures_dir / "species" / AFRICAN, "elephants", method="scorecam")
     assert calls == [("scorecam", None), ("contrastive", "group")]
     assert (result.plain.method, result.contrast.method) == ("scorecam", "contrastive")
+    calls.clear()
+    result = service.explore(fixtures_dir / "species" / AFRICAN, "elephants", method="gradcam")
+    assert calls == [("gradcam", None)]  # Grad-CAM is linear in the score: its contrast comes from the same pass
+    assert result.contrast.contrast == "group"
 
 
 def test_explore_note_low_confidence_and_outside() -> None:
