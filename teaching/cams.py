@@ -454,7 +454,7 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], normalise: bool = True) 
     The resize is cv2's bilinear (half-pixel centres), as in pytorch-grad-cam's `scale_cam_image`. NaN reads as 0.
     """
     out = F.interpolate(torch.nan_to_num(maps.float(), nan=0.0), size=size, mode="bilinear", align_corners=False)
-    return minmax(out) if normalise else out
+    return _scale_(out) if normalise else out
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -463,9 +463,14 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     No epsilon is added, so the scaling does not depend on the map's magnitude (pytorch-grad-cam adds 1e-7 but
     scales twice, which comes to the same within 1e-6).
     """
-    maps = torch.nan_to_num(maps.float(), nan=0.0)
-    out = maps - maps.amin((-2, -1), keepdim=True)
-    return out / out.amax((-2, -1), keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    return _scale_(torch.nan_to_num(maps.float(), nan=0.0))  # nan_to_num returns a new tensor
+
+
+def _scale_(maps: torch.Tensor) -> torch.Tensor:
+    """`minmax` in place on a float32 NaN-free tensor that the caller owns: one pass for min and max, no copies."""
+    lo, hi = maps.flatten(-2).aminmax(dim=-1)  # (..., ) each
+    maps.sub_(lo[..., None, None]).div_((hi - lo).clamp_min(torch.finfo(torch.float32).tiny)[..., None, None])
+    return maps
 
 
 from teaching import guided, perturb, smooth  # noqa: E402, F401  (they register their methods with `register` above)
