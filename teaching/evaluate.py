@@ -482,7 +482,8 @@ def summary_metrics(levels: int) -> list[Metric]:
         Metric("pointing", "Pointing game %", "higher", ("pointing",), _mean(100), 1),
         Metric("discrimination", "Grid class correlation r", "lower", ("discrimination",), _mean()),
         Metric("contrast_drop", "Margin drop, top 20% of the map", "higher", ("contrast_drop",), _mean(), 2),
-        Metric("ratio", "Margin drop / random 20%", "higher", ("contrast_drop", "random_drop"), _ratio, 2),
+        Metric("vs_random", "Margin drop minus random 20%'s", "higher", ("contrast_drop", "random_drop"), _diff, 2),
+        Metric("ratio", "Margin drop / random 20%'s", "higher", ("contrast_drop", "random_drop"), _ratio, 2),
         Metric("vs_plain", "Margin drop minus plain map's", "higher", ("contrast_drop", "plain_drop"), _diff, 2),
         *(sanity if levels > 0 else []),
         Metric("ms", "Maps ms per photo", "lower", ("ms",), _mean(), 0),
@@ -609,7 +610,9 @@ def write_summary(
         markdown_table(table, metric_list),
     ]
     groups = sorted({r["group"] for r in rows if r["group"]}, key=lambda g: list(SPECIES_GROUPS).index(g))
-    key_metrics = [m for m in metric_list if m.key in ("discrimination", "contrast_drop", "ratio", "vs_plain")]
+    key_metrics = [
+        m for m in metric_list if m.key in ("discrimination", "contrast_drop", "vs_random", "ratio", "vs_plain")
+    ]
     for g in groups:
         text += [
             "",
