@@ -19,6 +19,7 @@ from teaching.models import DEFAULT_BACKBONE, OFFLINE_BACKBONES
 
 QUEUE_SIZE = 32  # requests waiting at most; more are refused with "the queue is full"
 CONCURRENCY = 2  # requests computed at the same time (the model is shared and thread-safe)
+CACHE_SWEEP = (600, 3600)  # every 10 minutes, delete cached files older than an hour
 TICK_S = 0.5  # how often the quiz checks whether Next may be enabled
 CSS = "#grid img, #matrix img { object-fit: contain; } .note { font-size: 0.95em; }"
 
@@ -64,8 +65,9 @@ def explain(
     result = service.explore(_path(image), group_id, method, backbone)
     if not result.trusted:
         gr.Warning(result.note)
-    png = str(service.save_png(result.grid, "explore"))  # encoded once: shown and offered for download
-    return png, result.labels, png, result.note
+    shown = str(service.save_jpeg(result.grid, "explore"))
+    png = str(service.save_png(result.grid, "explore"))
+    return shown, result.labels, png, result.note
 
 
 @_user_errors
@@ -90,8 +92,7 @@ def compare(
 ) -> tuple[Any, str]:
     """The matrix of methods x backbones and the same as a PNG file."""
     result = service.compare(_path(image), methods, backbones, lambda f, desc: progress(f, desc=desc))
-    png = str(service.save_png(result.grid, "compare"))
-    return png, png
+    return str(service.save_jpeg(result.grid, "compare")), str(service.save_png(result.grid, "compare"))
 
 
 def _quiz_outputs(step: service.QuizStep) -> tuple[Any, ...]:
@@ -149,7 +150,8 @@ def build_demo() -> gr.Blocks:
     methods = service.method_choices(service.EXPLORE_METHODS)
     compare_methods = service.method_choices(service.COMPARE_METHODS)
     backbones = service.available_backbones()
-    with gr.Blocks(title="Machine teaching with Grad-CAM") as demo:
+    # uploads and results older than an hour leave Gradio's cache every 10 minutes (a classroom server runs for days)
+    with gr.Blocks(title="Machine teaching with Grad-CAM", delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Explore"):
             with gr.Row():
@@ -173,7 +175,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Column(scale=3):
                     note = gr.Markdown()
                     grid = gr.Image(
-                        label="Maps per species", show_label=False, type="pil", format="png", elem_id="grid"
+                        label="Maps per species", show_label=False, type="pil", format="jpeg", elem_id="grid"
                     )
                     top5 = gr.Label(num_top_classes=service.TOP_N, label="Top-5 predictions (all 1000 classes)")
                     download = gr.DownloadButton("Download the grid (PNG)")
@@ -188,7 +190,7 @@ def build_demo() -> gr.Blocks:
                     )
                     backbones_c = gr.CheckboxGroup(backbones, value=list(OFFLINE_BACKBONES), label="Models")
                     run_c = gr.Button("Compare", variant="primary")
-            matrix = gr.Image(label="Models x methods", show_label=False, type="pil", format="png", elem_id="matrix")
+            matrix = gr.Image(label="Models x methods", show_label=False, type="pil", format="jpeg", elem_id="matrix")
             download_c = gr.DownloadButton("Download the matrix (PNG)")
         with gr.Tab("Quiz"):
             gr.Markdown(QUIZ_INTRO)

@@ -81,6 +81,38 @@ def busy_processes(n: int = 8) -> list[str]:
     return [" ".join(line.split())[:160] for line in ps.stdout.splitlines()[1 : n + 1]]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (its threads included), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def reuse_tls_context() -> None:
+    """Build httpx's default TLS context once instead of for every request.
+
+    gradio_client opens a new httpx client for each upload, event stream and download, and each one loads the
+    CA bundle into a fresh TLS context (about 10 ms of CPU), although the app is plain HTTP on 127.0.0.1: 80% of
+    the load generator's CPU, taken from the same two cores as the server it measures. A browser keeps its
+    connections and TLS state; so does this load generator with the cache (`--fresh-tls` turns it off).
+    """
+    import httpx._transports.default as transport
+
+    make = transport.create_ssl_context
+    cache: dict[tuple[object, ...], object] = {}
+    lock = threading.Lock()
+
+    def cached(verify: object = True, cert: object = None, trust_env: bool = True) -> object:
+        if not isinstance(verify, bool) or cert is not None:
+            return make(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
+        with lock:
+            key = (verify, trust_env)
+            if key not in cache:
+                cache[key] = make(verify=verify, cert=cert, trust_env=trust_env)
+            return cache[key]
+
+    transport.create_ssl_context = cached  # type: ignore[assignment]
+
+
 def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -159,11 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=Path, nargs="*", help="default: the elephant photos of TEACHING_FIXTURES")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the server (0: torch's default)")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument("--fresh-tls", action="store_true", help="let gradio_client build a TLS context per request")
     parser.add_argument("--out", type=Path, default=RESULTS / "load_app.json")
     args = parser.parse_args(argv)
     photos = args.photos or default_photos()
     if not photos:
         parser.error("no photos: pass --photos or set TEACHING_FIXTURES")
+    if not args.fresh_tls:
+        reuse_tls_context()
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -188,12 +223,13 @@ def main(argv: list[str] | None = None) -> int:
             threading.Thread(target=client_loop, args=(url, photos, args.group, tally, i), daemon=True)
             for i in range(args.clients)
         ]
-        start = time.perf_counter()
+        start, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(server.pid), time.process_time()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - start
+        server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
         report["memory_last_MB"] = tree_memory(server.pid)
         report["loadavg_end"] = os.getloadavg()
         report["busy_end"] = busy_processes()
@@ -215,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         failures=sorted(set(tally.failures))[:10],
         elapsed_s=round(elapsed, 1),
         throughput_rps=round(len(tally.latencies) / elapsed, 3) if elapsed else 0.0,
+        cpu_ms_per_request={
+            "server": round(1000 * server_cpu / max(completed, 1), 1),
+            "load_generator": round(1000 * client_cpu / max(completed, 1), 1),
+        },
+        tls_context="fresh per request" if args.fresh_tls else "reused",
         latency_ms={q: round(float(np.percentile(ms, p)), 1) for q, p in (("p50", 50), ("p95", 95), ("max", 100))}
         if len(ms)
         else {},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,6 @@ class Explanation:
     class_names: list[str]
     method: str
     backbone: str
-    maps: np.ndarray  # float32 (k, H, W) each scaled to [0, 1], at the image's size (0 outside the model's crop)
     raw_maps: np.ndarray  # float32 (k, h, w) at the target layer, after ReLU, before any scaling
     probs: np.ndarray  # float32 (num_classes,) softmax of the same forward pass
     target_layer: str  # dotted module name used, e.g. "bn2" or "layer4"
@@ -44,10 +44,38 @@ class Explanation:
         order = np.argsort(-self.probs)[:n]
         return [(int(i), self.labels[int(i)], float(self.probs[i])) for i in order]
 
-    def crop_maps(self) -> np.ndarray:
-        """The maps cut to the crop the model saw, (k, y1 - y0, x1 - x0)."""
+    @cached_property
+    def maps(self) -> np.ndarray:
+        """float32 (k, H, W), each scaled to [0, 1], at the image's size (0 outside the model's crop).
+
+        Made on first use: a phone photo's full-size maps take tens of MB and a page shows them much smaller
+        (`crop_maps(size)`, `maps_at(size)`).
+        """
+        return place_maps(torch.from_numpy(self.raw_maps), self.crop_box, self.image.size)
+
+    def crop_maps(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The maps over the crop the model saw, (k, y1 - y0, x1 - x0), each scaled to [0, 1].
+
+        With `size` = (width, height) they are made at that size straight from the raw maps (for display).
+        """
         x0, y0, x1, y1 = self.crop_box
-        return self.maps[:, y0:y1, x0:x1]
+        if size is None:
+            return self.maps[:, y0:y1, x0:x1]
+        width, height = size
+        return upsample(torch.from_numpy(self.raw_maps)[None], (height, width))[0].numpy()
+
+    def maps_at(self, size: tuple[int, int]) -> np.ndarray:
+        """`maps` for the whole photo shown at `size` = (width, height), made straight from the raw maps."""
+        width, height = size
+        sx, sy = width / self.image.width, height / self.image.height
+        x0, y0, x1, y1 = self.crop_box
+        box = (
+            round(x0 * sx),
+            round(y0 * sy),
+            max(round(x1 * sx), round(x0 * sx) + 1),
+            max(round(y1 * sy), round(y0 * sy) + 1),
+        )
+        return place_maps(torch.from_numpy(self.raw_maps), box, size)
 
 
 def place_maps(raw: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
@@ -70,10 +98,9 @@ def contrast_of(e: Explanation) -> Explanation | None:
         return None
     t0 = time.perf_counter()
     raw = group_contrast(torch.from_numpy(e.signed_maps)[None])[0]  # (k, h, w)
-    maps = place_maps(raw, e.crop_box, e.image.size)
     elapsed = time.perf_counter() - t0
     timings = {"maps": elapsed, "total": elapsed}
-    return replace(e, maps=maps, raw_maps=raw.numpy(), signed_maps=None, contrast="group", timings=timings)
+    return replace(e, raw_maps=raw.numpy(), signed_maps=None, contrast="group", timings=timings)
 
 
 def explain(
@@ -125,7 +152,6 @@ def explain(
     )
     t3 = time.perf_counter()
     probs = torch.softmax(out.logits.float(), dim=1)[0]
-    maps = place_maps(out.raw[0], box, img.size)
     attributions = out.attributions[0].float().cpu().numpy() if out.attributions is not None else None
     t4 = time.perf_counter()
     timings = {"load": t1 - t0, "preprocess": t2 - t1, **out.timings, "cams": t3 - t2, "render": t4 - t3}
@@ -136,7 +162,6 @@ def explain(
         class_names=[bb.labels[i] for i in targets],
         method=method,
         backbone=bb.name,
-        maps=maps,
         raw_maps=out.raw[0].detach().float().cpu().numpy(),
         probs=probs.detach().cpu().numpy().astype(np.float32),
         target_layer=out.layer,

@@ -46,10 +46,7 @@ def resolve_classes(classes: Iterable[int | str], labels: Sequence[str]) -> list
         ClassNameError: an index out of range, or a name that is unknown (suggesting the closest names) or
             ambiguous.
     """
-    exact = {_normalise(name): i for i, name in enumerate(labels)}
-    folded: dict[str, list[int]] = {}
-    for i, name in enumerate(labels):
-        folded.setdefault(_normalise(name).lower(), []).append(i)
+    exact, folded = _name_index(tuple(labels))
     out: list[int] = []
     for item in classes:
         if isinstance(item, str) and item.strip().lstrip("-").isdigit():
@@ -75,6 +72,16 @@ def resolve_classes(classes: Iterable[int | str], labels: Sequence[str]) -> list
     if not out:
         raise ClassNameError("no target class given")
     return out
+
+
+@lru_cache(maxsize=8)
+def _name_index(labels: tuple[str, ...]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Normalised name -> index, and case-folded name -> indices, built once per label list."""
+    exact = {_normalise(name): i for i, name in enumerate(labels)}
+    folded: dict[str, list[int]] = {}
+    for i, name in enumerate(labels):
+        folded.setdefault(_normalise(name).lower(), []).append(i)
+    return exact, folded
 
 
 def _suggest(key: str, folded: dict[str, list[int]], labels: Sequence[str]) -> str:

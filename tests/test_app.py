@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -39,11 +40,13 @@ def test_named_endpoints(client: Client) -> None:
 
 def test_explain_returns_the_grid_and_the_predictions(client: Client, fixtures_dir: Path) -> None:
     grid, labels, png, note = client.predict(handle_file(fixtures_dir / AFRICAN), "elephants", api_name="/explain")
-    with Image.open(grid) as img:
+    with Image.open(grid) as img, Image.open(png) as full:
         columns = 3
         assert img.width == render.PAD + service.CELL // 2 + render.PAD + columns * (service.CELL + render.PAD)
-    with Image.open(png) as img:
-        assert img.format == "PNG"
+        assert img.format == "JPEG" and full.format == "PNG"  # shown as JPEG, downloaded losslessly
+        assert img.size == full.size
+        shown, exact = np.asarray(img.convert("RGB"), dtype=np.float64), np.asarray(full.convert("RGB"), np.float64)
+        assert np.abs(shown - exact).mean() < 2.0  # the same picture
     assert labels["label"] == "African elephant"
     confidences = {c["label"]: c["confidence"] for c in labels["confidences"]}
     assert len(confidences) == service.TOP_N
@@ -95,10 +98,10 @@ def test_compare(client: Client, fixtures_dir: Path) -> None:
     matrix, png = client.predict(
         handle_file(fixtures_dir / AFRICAN), ["gradcam"], ["efficientnet_lite0"], api_name="/compare"
     )
-    with Image.open(matrix) as img:
+    with Image.open(matrix) as img, Image.open(png) as full:
         cell = service.COMPARE_CELL
         assert img.width == render.PAD + cell // 2 + render.PAD + 2 * (cell + render.PAD)  # the photo and one method
-    assert Path(png).is_file()
+        assert (img.format, full.format, img.size) == ("JPEG", "PNG", full.size)
 
 
 def test_quiz_through_the_api(client: Client) -> None:

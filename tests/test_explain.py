@@ -53,6 +53,27 @@ def test_explain_returns_the_documented_fields(fixtures_dir, lite0):
     assert set(r.timings) >= {"forward", "backward", "total"}
 
 
+def test_maps_at_display_size_come_straight_from_the_raw_maps(fixtures_dir, lite0):
+    """What a page shows is made at its own size; at the photo's size it is exactly the full-size maps."""
+    r = explain(_photo(fixtures_dir, "Indian_elephant"), classes=ELEPHANTS, backbone=lite0)
+    x0, y0, x1, y1 = r.crop_box
+    assert "maps" not in vars(r)  # the full-size maps are made on first use only
+    np.testing.assert_array_equal(r.crop_maps((x1 - x0, y1 - y0)), r.crop_maps())
+    np.testing.assert_array_equal(r.maps_at(r.image.size), r.maps)
+    small = r.crop_maps((96, 96))
+    assert small.shape == (3, 96, 96) and small.min() >= 0 and small.max() == pytest.approx(1.0, abs=1e-6)
+    # the same peak, at the same relative place, as the full-size maps
+    for full, m in zip(r.crop_maps(), small, strict=True):
+        fy, fx = np.unravel_index(full.argmax(), full.shape)
+        sy, sx = np.unravel_index(m.argmax(), m.shape)
+        assert abs(fy / full.shape[0] - sy / 96) < 0.05 and abs(fx / full.shape[1] - sx / 96) < 0.05
+    half = (r.image.width // 2, r.image.height // 2)
+    shown = r.maps_at(half)
+    assert shown.shape == (3, half[1], half[0])
+    assert (shown[:, : y0 // 2 - 1, :] == 0).all() and (shown[:, y1 // 2 + 1 :, :] == 0).all()
+    np.testing.assert_allclose(shown.mean((1, 2)), r.maps.mean((1, 2)), atol=0.01)
+
+
 def test_default_classes_are_the_top_predictions(fixtures_dir, lite0):
     r = explain(_photo(fixtures_dir, "hammerhead", "acuity_*"), backbone=lite0, top_k=3)
     assert r.classes == [i for i, _, _ in r.top(3)]

@@ -202,3 +202,20 @@ def test_png_bytes_round_trip() -> None:
     data = to_png_bytes(img)
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(img))
+
+
+@pytest.mark.parametrize("size", [10, 14, 20])
+@pytest.mark.parametrize("text", ["African elephant  62.3%", "- two fingers on the trunk tip", "gjpqy ÄÖ Å", "i", " "])
+def test_cached_text_is_pixel_identical_to_pil_drawing(size: int, text: str) -> None:
+    """The grid pastes cached glyph masks; the pixels must be those of ImageDraw.text with black ink."""
+    from PIL import ImageDraw
+
+    from teaching.render import _draw_lines, _font
+
+    font = _font(size)
+    expected = Image.new("RGB", (420, 48), (255, 255, 255))
+    ImageDraw.Draw(expected).text((7, 9), text, fill=(0, 0, 0), font=font)
+    for _ in range(2):  # the second call uses the cache
+        got = Image.new("RGB", (420, 48), (255, 255, 255))
+        _draw_lines(got, [text], font, 7, 9, 420, 20, center=False)
+        assert np.array_equal(np.asarray(got), np.asarray(expected))

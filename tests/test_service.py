@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from teaching import render, service
 from teaching.errors import ImageError, MethodError, TeachingError
@@ -234,8 +237,7 @@ def test_compare_guided_methods_show_gradients(fixtures_dir: Path) -> None:
     assert result.grid.width == grid_width(2, service.COMPARE_CELL)
     explanation = service.explain(photo, [386], "guided_backprop")
     cell = np.asarray(service._compare_cell(explanation))
-    x0, y0, x1, y1 = explanation.crop_box
-    assert cell.shape == (y1 - y0, x1 - x0, 3)
+    assert cell.shape == (service.COMPARE_CELL, service.COMPARE_CELL, 3)  # made at the size shown (square crop)
     assert abs(float(np.median(cell)) - 128) <= 4  # grey where the attribution is about 0
     assert cell.std() > 5  # and edges where it is not
 
@@ -345,3 +347,22 @@ def test_galleries_download_in_the_background_unless_local(monkeypatch: pytest.M
     assert thread is not None and thread.daemon
     thread.join(timeout=10)
     assert calls == [["butterflies", "elephants", "sharks"]]
+
+
+def test_saved_images_are_named_by_content_and_swept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(service.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(service, "_last_cleanup", [0.0])
+    image = Image.new("RGB", (40, 30), (10, 200, 30))
+    png, jpeg = service.save_png(image, "t"), service.save_jpeg(image, "t")
+    assert service.save_png(image, "t") == png and png.suffix == ".png" and jpeg.suffix == ".jpg"
+    with Image.open(png) as a, Image.open(jpeg) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(image))  # lossless
+        assert np.abs(np.asarray(b, dtype=int) - np.asarray(image)).max() <= 3
+    old = png.parent / "t-old.png"
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    service.save_jpeg(Image.new("RGB", (8, 8)), "t")  # swept at most once a minute: the first save swept already
+    assert old.exists()
+    monkeypatch.setattr(service, "_last_cleanup", [0.0])
+    service.save_jpeg(Image.new("RGB", (8, 8)), "t")
+    assert not old.exists() and png.exists() and jpeg.exists()
