@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from teaching import service
 from teaching.errors import TeachingError
@@ -19,6 +20,8 @@ from teaching.models import DEFAULT_BACKBONE, OFFLINE_BACKBONES
 
 QUEUE_SIZE = 32  # requests waiting at most; more are refused with "the queue is full"
 CONCURRENCY = 2  # requests computed at the same time (the model is shared and thread-safe)
+CLICK_JS = "() => (document.querySelector('#ID button') ?? document.querySelector('#ID'))?.click()"
+STATE_TTL_S = 3600  # a session's last grid is kept this long for its PNG download
 CACHE_SWEEP = (600, 3600)  # every 10 minutes, delete cached files older than an hour
 TICK_S = 0.5  # how often the quiz checks whether Next may be enabled
 CSS = "#grid img, #matrix img { object-fit: contain; } .note { font-size: 0.95em; }"
@@ -60,14 +63,20 @@ def explain(
     group_id: str,
     method: str = "gradcam",
     backbone: str = DEFAULT_BACKBONE,
-) -> tuple[Any, dict[str, float], str, str]:
-    """Explain a photo for every species of a group: the grid image, the top-5, the grid as PNG, a sentence."""
+) -> tuple[str, dict[str, float], str, Image.Image]:
+    """Explain a photo for every species of a group: the grid (JPEG), the top-5, a sentence, and the grid kept in
+    the session for a PNG download."""
     result = service.explore(_path(image), group_id, method, backbone)
     if not result.trusted:
         gr.Warning(result.note)
-    shown = str(service.save_jpeg(result.grid, "explore"))
-    png = str(service.save_png(result.grid, "explore"))
-    return shown, result.labels, png, result.note
+    return str(service.save_jpeg(result.grid, "explore")), result.labels, result.note, result.grid
+
+
+def grid_png(grid: Image.Image | None, prefix: str) -> str:
+    """The session's last grid as a PNG file, made only when the learner asks to download it."""
+    if grid is None:
+        raise gr.Error("Nothing to download yet: explain a photo first.", print_exception=False)
+    return str(service.save_png(grid, prefix))
 
 
 @_user_errors
@@ -89,10 +98,10 @@ def compare(
     methods: list[str],
     backbones: list[str],
     progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio injects the tracker through the default)
-) -> tuple[Any, str]:
-    """The matrix of methods x backbones and the same as a PNG file."""
+) -> tuple[str, Image.Image]:
+    """The matrix of methods x backbones (JPEG), and the same kept in the session for a PNG download."""
     result = service.compare(_path(image), methods, backbones, lambda f, desc: progress(f, desc=desc))
-    return str(service.save_jpeg(result.grid, "compare")), str(service.save_png(result.grid, "compare"))
+    return str(service.save_jpeg(result.grid, "compare")), result.grid
 
 
 def _quiz_outputs(step: service.QuizStep) -> tuple[Any, ...]:
@@ -178,8 +187,10 @@ def build_demo() -> gr.Blocks:
                         label="Maps per species", show_label=False, type="pil", format="jpeg", elem_id="grid"
                     )
                     top5 = gr.Label(num_top_classes=service.TOP_N, label="Top-5 predictions (all 1000 classes)")
-                    download = gr.DownloadButton("Download the grid (PNG)")
+                    download = gr.Button("Download the grid (PNG)", elem_id="download")
+                    download_file = gr.DownloadButton(visible="hidden", elem_id="download-file")
             paths = gr.State([])
+            shown_grid = gr.State(None, time_to_live=STATE_TTL_S)
         with gr.Tab("Compare"):
             gr.Markdown(service.SANITY_NOTE, elem_classes="note")
             with gr.Row():
@@ -191,7 +202,9 @@ def build_demo() -> gr.Blocks:
                     backbones_c = gr.CheckboxGroup(backbones, value=list(OFFLINE_BACKBONES), label="Models")
                     run_c = gr.Button("Compare", variant="primary")
             matrix = gr.Image(label="Models x methods", show_label=False, type="pil", format="jpeg", elem_id="matrix")
-            download_c = gr.DownloadButton("Download the matrix (PNG)")
+            download_c = gr.Button("Download the matrix (PNG)", elem_id="download-compare")
+            download_file_c = gr.DownloadButton(visible="hidden", elem_id="download-compare-file")
+            shown_matrix = gr.State(None, time_to_live=STATE_TTL_S)
         with gr.Tab("Quiz"):
             gr.Markdown(QUIZ_INTRO)
             with gr.Row():
@@ -226,13 +239,21 @@ def build_demo() -> gr.Blocks:
         run.click(
             explain,
             [photo, group, method, backbone],
-            [grid, top5, download, note],
+            [grid, top5, note, shown_grid],
             api_name="explain",
             preprocess=False,
         )
         run_c.click(
-            compare, [photo_c, methods_c, backbones_c], [matrix, download_c], api_name="compare", preprocess=False
+            compare, [photo_c, methods_c, backbones_c], [matrix, shown_matrix], api_name="compare", preprocess=False
         )
+        # the PNG is encoded when asked for, then the hidden download button is clicked (an encode per explain
+        # would cost a fifth of the server's CPU for a file few learners download)
+        for button, state, file, prefix in (
+            (download, shown_grid, download_file, "explore"),
+            (download_c, shown_matrix, download_file_c, "compare"),
+        ):
+            made = button.click(functools.partial(grid_png, prefix=prefix), state, file, api_visibility="private")
+            made.success(None, js=CLICK_JS.replace("ID", str(file.elem_id)))
         quiz_outputs = [state, status, photo_q, choice, answer, feedback, explanation, next_q, score, timer]
         start.click(start_quiz, [group_q, n_teach, n_test], quiz_outputs, api_name="start_quiz")
         answer.click(quiz_answer, [state, choice], quiz_outputs, api_name="quiz_answer")

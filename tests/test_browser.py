@@ -6,12 +6,15 @@ TEACHING_SCREENSHOTS when set, else to the test's tmp_path.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import served_app
+from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,6 +48,12 @@ def screenshots(tmp_path: Path) -> Path:
     return folder
 
 
+def grid_file(page: Any) -> io.BytesIO:
+    """The bytes of the grid image the page shows."""
+    src = page.locator("#grid img").get_attribute("src")
+    return io.BytesIO(page.request.get(src).body())
+
+
 def test_explain_and_quiz_in_chromium(url: str, fixtures_dir: Path, screenshots: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -65,8 +74,14 @@ def test_explain_and_quiz_in_chromium(url: str, fixtures_dir: Path, screenshots:
             page.get_by_role("button", name="Explain", exact=True).click()
             expect(page.locator("#grid img")).to_be_visible()
             expect(page.get_by_text("The model says African elephant (90.6%).")).to_be_visible()
-            expect(page.get_by_role("button", name="Download the grid (PNG)")).to_be_visible()
             page.screenshot(path=screenshots / "explore.png", full_page=True)
+            # the PNG is made when asked for, and the browser receives it as a download
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download the grid (PNG)").click()
+            saved = screenshots / "downloaded-grid.png"
+            download.value.save_as(saved)
+            with Image.open(saved) as png, Image.open(grid_file(page)) as shown:
+                assert png.format == "PNG" and shown.format == "JPEG" and png.size == shown.size
 
             page.get_by_role("tab", name="Compare").click()
             expect(page.get_by_text("fail the model-randomisation sanity check")).to_be_visible()
@@ -75,6 +90,9 @@ def test_explain_and_quiz_in_chromium(url: str, fixtures_dir: Path, screenshots:
             page.get_by_role("button", name="Compare", exact=True).click()
             expect(page.locator("#matrix img")).to_be_visible(timeout=3 * STEP_TIMEOUT_MS)
             page.screenshot(path=screenshots / "compare.png", full_page=True)
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download the matrix (PNG)").click()
+            assert download.value.suggested_filename.endswith(".png")
 
             page.get_by_role("tab", name="Quiz").click()
             page.get_by_role("button", name="Start the quiz", exact=True).click()
