@@ -69,7 +69,8 @@ def explain(
     result = service.explore(_path(image), group_id, method, backbone)
     if not result.trusted:
         gr.Warning(result.note)
-    return str(service.save_jpeg(result.grid, "explore")), result.labels, result.note, result.grid
+    note = f"{result.note}\n\n*{result.caveat}*" if result.caveat else result.note
+    return str(service.save_jpeg(result.grid, "explore")), result.labels, note, result.grid
 
 
 def grid_png(grid: Image.Image | None, prefix: str) -> str:

@@ -91,6 +91,7 @@ class Group:
     title: str
     intro: str
     species: tuple[Species, ...]
+    caveat: str = ""  # what the maps cannot be trusted to show for this group (measured), shown with every map
 
     @property
     def class_indices(self) -> tuple[int, ...]:
@@ -198,7 +199,8 @@ def load_group(path: Path) -> Group:
         if duplicates:
             raise GalleryError(f"{where}: species {attr} {duplicates[0]} appears twice")
     title, intro = _get(data, "title", str, where), _get(data, "intro", str, where)
-    return Group(_get(data, "id", str, where), title, intro, species)
+    caveat = _get(data, "caveat", str, where, default="")
+    return Group(_get(data, "id", str, where), title, intro, species, caveat)
 
 
 def load_groups(directory: Path | None = None) -> dict[str, Group]:

@@ -255,6 +255,7 @@ class ExploreResult:
     group_probs: dict[str, float]  # species id -> probability
     note: str  # one plain sentence on what the model says
     trusted: bool  # False when the top class is outside the group or its probability is below LOW_CONFIDENCE
+    caveat: str  # the group's measured limit of its maps ("" when none), to show beside them
     plain: Explanation = field(repr=False)
     contrast: Explanation = field(repr=False)
 
@@ -327,7 +328,8 @@ def explore(
         row_labels=[f"Contrast ({METHOD_LABELS[contrast_method]}): why this species rather than the others"],
         cell_size=CELL,
     )
-    return ExploreResult(_stack(top, bottom), predictions, group_probs, note, trusted, plain, contrast)
+    grid = _stack(top, bottom)
+    return ExploreResult(grid, predictions, group_probs, note, trusted, group.caveat, plain, contrast)
 
 
 def _overlays(e: Explanation, side: int) -> list[Image.Image]:
@@ -591,7 +593,8 @@ def _teach(quiz: QuizState, photo_path: Path, feedback: Feedback) -> tuple[str, 
     if top_index != true.imagenet_index:
         model += f" It would itself say {top_name} ({_pct(top_p)}) here, so read the highlight with care."
     traits = "\n".join(f"- {t}" for t in feedback.traits)
-    text = f"### {feedback.message}\n\n{feedback.caption} {model}\n\n**{true.name}:**\n{traits}"
+    caveat = f"\n\n*{group.caveat}*" if group.caveat else ""
+    text = f"### {feedback.message}\n\n{feedback.caption} {model}{caveat}\n\n**{true.name}:**\n{traits}"
     return text, image
 
 

@@ -80,6 +80,7 @@ def test_bad_uploads_give_a_short_error_and_the_app_goes_on(client: Client, fixt
         client.predict(handle_file(fixtures_dir / AFRICAN), "cats", api_name="/explain")
     _, _, note = client.predict(handle_file(fixtures_dir / AFRICAN), "sharks", api_name="/explain")
     assert note.startswith("The model does not see any of the sharks here: its best guess is African elephant")
+    assert note.endswith(f"*{service.get_group('sharks').caveat}*")  # the group's measured limit, with every map
 
 
 def test_upload_size_limit(client: Client, tmp_path: Path) -> None:

@@ -139,6 +139,16 @@ def test_a_bad_index_names_the_file(tmp_path: Path) -> None:
         load_group(_write_group(tmp_path, index=385))
 
 
+def test_a_group_may_carry_a_caveat(tmp_path: Path) -> None:
+    groups = load_groups()
+    assert "random patches" in groups["sharks"].caveat  # measured in docs/EVALUATION.md
+    assert groups["elephants"].caveat == "" and groups["butterflies"].caveat == ""
+    path = _write_group(tmp_path)
+    path.write_text(path.read_text().replace('intro = "A bad group."', 'intro = "A bad group."\ncaveat = 3'))
+    with pytest.raises(GalleryError, match=r"bad\.toml: 'caveat' must be a str, got 3"):
+        load_group(path)
+
+
 def test_credit_line() -> None:
     assert (
         credit(FLICKR)
