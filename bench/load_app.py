@@ -36,9 +36,11 @@ RESULTS = REPO / "bench" / "results"
 SERVER = """
 import sys
 import torch
+import app
 if int(sys.argv[2]) > 0:
     torch.set_num_threads(int(sys.argv[2]))
-import app
+else:
+    app.configure_threads()  # as `python app.py` does
 from teaching import service
 service.warm_up()
 app.build_demo().launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), **app.launch_options())
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=1800.0)
     parser.add_argument("--group", default="elephants", help="a gallery id (its species are the classes)")
     parser.add_argument("--photos", type=Path, nargs="*", help="default: the elephant photos of TEACHING_FIXTURES")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads in the server (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in the server (0: what app.py sets)")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     parser.add_argument("--fresh-tls", action="store_true", help="let gradio_client build a TLS context per request")
     parser.add_argument("--out", type=Path, default=RESULTS / "load_app.json")

@@ -124,3 +124,15 @@ def test_quiz_through_the_api(client: Client) -> None:
     assert feedback.startswith(("### Correct, it is", "### Wrong, it is"))
     assert explanation["visible"] and Path(explanation["value"]).is_file()
     assert timer["active"] and not choice["interactive"]
+
+
+def test_each_concurrent_request_gets_its_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(app.torch, "set_num_threads", calls.append)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for cores, expected in ((2, 1), (16, 16 // app.CONCURRENCY), (1, 1), (None, 1)):
+        monkeypatch.setattr(app.os, "cpu_count", lambda cores=cores: cores)
+        assert app.configure_threads() == expected and calls[-1] == expected
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
+    n = len(calls)
+    assert app.configure_threads() == 0 and len(calls) == n
