@@ -19,8 +19,10 @@ The contrastive form uses Grad-CAM on the score y_A - y_B ("A rather than B") or
 
 How the engine reaches one pass: a forward hook swaps the target layer's output for a detached leaf, so the
 backward stops at that layer (a partial backward), and `torch.autograd.grad(..., is_grads_batched=True)` gives the
-gradients of all k targets at once. Hooks only act on the thread that registered them and are removed in
-`finally`; `model.training` is restored; nothing is left on the model.
+gradients of all k targets at once. Given the head's linear layer, at a layer that feeds global-average-pool +
+linear the gradients are W[c] / (h w) and need no backward at all (`gap_linear_grads`, checked on every pass).
+Hooks only act on the thread that registered them and are removed in `finally`; `model.training` is restored;
+nothing is left on the model.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class CamOutput:
     logits: torch.Tensor  # (B, num_classes) from the same forward pass
     layer: str  # the dotted name of the target layer ("" for pixel-space methods without one)
     attributions: torch.Tensor | None = None  # (B, k, 3, H, W) signed pixel attributions (guided methods)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (+ "closed_form": see GradientCAM)
     signed: torch.Tensor | None = None  # (B, k, h, w) maps before ReLU, for methods linear in the class score
 
 
@@ -178,6 +180,66 @@ def class_scores(
     raise MethodError(f"unknown contrast {contrast!r}; use 'group' or 'pair'")
 
 
+def head_tolerance(dtype: torch.dtype) -> float:
+    """Relative bound on how far logits computed in `dtype` may lie from the same head computed in float32.
+
+    float32: summation order only (TF32 matmuls exceed it and so take the backward pass). float16 and bfloat16: the
+    pooled features and the logits each rounded to the dtype come to at most one epsilon; twice that again for a
+    mean summed in the dtype. Measured on lite0: bfloat16 0.003, float16 0.0003, float32 0; a layer one step before
+    the pool (conv_head, layer4.2.bn3) misses by 0.1-0.2.
+    """
+    return 1e-4 if dtype in (torch.float32, torch.float64) else 4 * torch.finfo(dtype).eps
+
+
+def feeds_gap_linear(acts: torch.Tensor, logits: torch.Tensor, linear: nn.Module) -> bool:
+    """Whether this pass's logits (B, N) are `linear(mean_hw(acts))`, checked in float32 within `head_tolerance`.
+
+    Each logit may differ by the tolerance times sum_c |W[n, c]| |mean_hw A_c| + |b_n|, the scale of the
+    rounding of the dot product whatever its cancellations. False for another layer, another head, or an
+    activation changed in place after the layer (densenet's functional ReLU).
+    """
+    if not isinstance(linear, nn.Linear) or acts.ndim != 4 or logits.ndim != 2:
+        return False
+    if acts.shape[:2] != (logits.shape[0], linear.in_features) or logits.shape[1] != linear.out_features:
+        return False
+    with torch.no_grad():
+        pooled = acts.detach().float().mean((2, 3))  # (B, C)
+        weight = linear.weight.detach().float()
+        bias = linear.bias.detach().float() if linear.bias is not None else None
+        expected = F.linear(pooled, weight, bias)
+        scale = F.linear(pooled.abs(), weight.abs(), bias.abs() if bias is not None else None)
+        gap = (logits.detach().float() - expected).abs()
+        return bool((gap <= head_tolerance(logits.dtype) * scale).all())
+
+
+def gap_linear_grads(
+    acts: torch.Tensor,
+    logits: torch.Tensor,
+    linear: nn.Module,
+    classes: torch.Tensor,
+    contrast: str | None = None,
+    versus: int | None = None,
+) -> torch.Tensor | None:
+    """The gradients of `class_scores` to acts without a backward pass, where acts feed global-average-pool + linear.
+
+    There y = W mean_hw(A) + b, so dy_c/dA = W[c] / (h w) at every position, and a contrast of scores has the same
+    contrast of W's rows. Returns (k, B, C, h, w) in float32 as a broadcast view of (k, B, C, 1, 1), or None when
+    `feeds_gap_linear` fails on this pass (the caller then runs the backward), or inside a CUDA graph capture,
+    where that check's host sync is not allowed.
+    """
+    if acts.is_cuda and torch.cuda.is_current_stream_capturing():
+        return None
+    if not isinstance(linear, nn.Linear) or not feeds_gap_linear(acts, logits, linear):
+        return None
+    all_w = linear.weight.detach().float()  # (num_classes, C)
+    w = all_w[classes]  # (B, k, C)
+    if contrast is not None:
+        w = w - _contrast_weights(w, all_w, contrast, versus)
+    h, wd = acts.shape[-2:]
+    g = (w / (h * wd)).transpose(0, 1)  # (k, B, C)
+    return g[..., None, None].expand(*g.shape, h, wd)
+
+
 def batched_grad(scores: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
     """d scores[:, j] / d wrt for every target j at once: (k, *wrt.shape), one batched backward."""
     k = scores.shape[1]
@@ -239,6 +301,10 @@ class CamMethod:
 class GradientCAM(CamMethod):
     """Base of the gradient methods: one forward, one batched gradient, then `combine(A, G)`.
 
+    Given the head's linear layer (option "linear") and a target layer that feeds global-average-pool + linear, the
+    gradients come in closed form (`gap_linear_grads`) instead of from the backward pass; timings["closed_form"]
+    says which (1.0 or 0.0), timings["backward"] is the time of either.
+
     `linear_in_score`: the map before ReLU is linear in the gradient, so the map of a contrast of scores is the same
     contrast of the maps (see `group_contrast`) and needs no second pass.
     """
@@ -250,11 +316,18 @@ class GradientCAM(CamMethod):
         acts, logits = forward_with_activation(req.model, req.x, req.layer)
         t1 = time.perf_counter()
         scores = class_scores(logits, req.classes, req.contrast, req.versus)  # (B, k)
-        grads = batched_grad(scores, acts)  # (k, B, C, h, w)
+        linear = req.options.get("linear")
+        grads = None
+        if isinstance(linear, nn.Module):
+            grads = gap_linear_grads(acts, logits, linear, req.classes, req.contrast, req.versus)
+        closed_form = grads is not None
+        if grads is None:
+            grads = batched_grad(scores, acts)  # (k, B, C, h, w)
         t2 = time.perf_counter()
         with torch.no_grad():  # the maths in float32, whatever the model's precision
             signed = self.combine(acts.detach().float().unsqueeze(0), grads.float()).transpose(0, 1)  # (B, k, h, w)
         timings = {"forward": t1 - t0, "backward": t2 - t1, "maps": time.perf_counter() - t2}
+        timings["closed_form"] = float(closed_form)
         kept = signed if self.linear_in_score else None
         return CamOutput(F.relu(signed), logits.detach(), req.layer_name, signed=kept, timings=timings)
 
@@ -419,7 +492,8 @@ def compute_cams(
         layer: dotted target layer name (ignored by pixel-space methods).
         contrast: None, "group" or "pair" (see `class_scores`).
         versus: class B for the "pair" contrast.
-        linear: the head's linear layer, for the closed-form CAM.
+        linear: the head's linear layer: needed by the closed-form CAM; the gradient methods then take their
+            gradients in closed form where `layer` feeds global-average-pool + `linear` (checked on every pass).
         options: method options (e.g. batch_size, n_samples, std, seed).
     """
     impl = get_method(method)

@@ -1,6 +1,6 @@
 """Engine edge cases on small seeded models: blank maps, low precision, k = 1000, per-image class tables, batches,
-the closed-form CAM, Score-CAM's flat channels, occlusion windows, Smooth Grad-CAM++ seeding, options, errors and
-method registration."""
+the closed-form CAM, gradients in closed form and their fallback, Score-CAM's flat channels, occlusion windows,
+Smooth Grad-CAM++ seeding, options, errors and method registration."""
 
 from __future__ import annotations
 
@@ -15,7 +15,20 @@ import torchvision
 from helpers import TinyNet
 from torch import nn
 
-from teaching.cams import METHODS, compute_cams, eval_mode, minmax, upsample
+from teaching.accel import TOLERANCE
+from teaching.cams import (
+    METHODS,
+    batched_grad,
+    class_scores,
+    compute_cams,
+    eval_mode,
+    feeds_gap_linear,
+    find_layer,
+    forward_with_activation,
+    gap_linear_grads,
+    minmax,
+    upsample,
+)
 from teaching.errors import MethodError
 from teaching.models import load_backbone
 from teaching.perturb import channel_masks
@@ -147,6 +160,96 @@ def test_closed_form_cam_is_gradcam_times_hw_on_lite0_real_weights():
     closed = compute_cams(bb.model, x, classes, "cam", "bn2", linear=bb.model.classifier).raw
     assert bool((grad.amax((-2, -1)) > 0).all())
     torch.testing.assert_close(closed, grad * 49, rtol=1e-4, atol=1e-6)
+
+
+# --- gradients in closed form -----------------------------------------------------------------------------------
+
+GRADIENT_RUNS = [  # method, contrast, versus
+    ("gradcam", None, None),
+    ("gradcampp", None, None),
+    ("xgradcam", None, None),
+    ("layercam", None, None),
+    ("contrastive", "group", None),
+    ("contrastive", "pair", 4),
+]
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18().eval()
+
+
+def both_ways(
+    model: nn.Module, x: torch.Tensor, layer: str, linear: nn.Module, method: str, contrast, versus, top=None
+):
+    """(backward pass, closed form) outputs for the classes `top`, by default each image's top-3 (seldom blank)."""
+    if top is None:
+        with torch.no_grad():
+            top = model(x).topk(3).indices  # (B, 3)
+    grad = compute_cams(model, x, top, method, layer, contrast, versus)
+    closed = compute_cams(model, x, top, method, layer, contrast, versus, linear)
+    return grad, closed
+
+
+@pytest.mark.parametrize(("method", "contrast", "versus"), GRADIENT_RUNS)
+@pytest.mark.parametrize(("arch", "layer", "size"), [("tiny", "features.4", 16), ("resnet18", "layer4", 96)])
+def test_gradients_in_closed_form_match_the_backward_pass(request, arch, layer, size, method, contrast, versus):
+    model = request.getfixturevalue(arch)
+    x = image(14, size, batch=2)
+    grad, closed = both_ways(model, x, layer, model.fc, method, contrast, versus)
+    assert grad.timings["closed_form"] == 0.0 and closed.timings["closed_form"] == 1.0
+    assert bool((grad.raw.amax((-2, -1)) > 0).all())
+    diff = float((upsample(closed.raw, (size, size)) - upsample(grad.raw, (size, size))).abs().max())
+    print(f"{arch} {method} {contrast}: max |closed form - backward| on normalised maps = {diff:.1e}")
+    assert diff < 2e-6  # measured <= 8e-7
+    torch.testing.assert_close(closed.raw, grad.raw, rtol=1e-5, atol=1e-6 * float(grad.raw.amax()))
+    torch.testing.assert_close(closed.logits, grad.logits, rtol=0, atol=0)
+
+
+def test_closed_form_gradients_are_a_broadcast_view_of_the_head_weights(tiny):
+    x = image(15, batch=2)
+    classes = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    for contrast, versus in [(None, None), ("group", None), ("pair", 9)]:
+        acts, logits = forward_with_activation(tiny, x, tiny.features[4])  # (2, 16, 8, 8)
+        closed = gap_linear_grads(acts, logits, tiny.fc, classes, contrast, versus)
+        assert closed is not None and closed.shape == (3, 2, 16, 8, 8) and closed.stride()[-2:] == (0, 0)
+        ref = batched_grad(class_scores(logits, classes, contrast, versus), acts)
+        torch.testing.assert_close(closed, ref, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(closed[0, 0, :, 0, 0], (tiny.fc.weight[1] - tiny.fc.weight[9]) / 64)
+
+
+NOT_FEEDING_THE_POOL = [("tiny", "features.3"), ("resnet18", "layer3"), ("resnet18", "layer4.1.bn2")]
+
+
+@pytest.mark.parametrize(("arch", "layer"), NOT_FEEDING_THE_POOL)
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "layercam"])
+def test_a_layer_that_does_not_feed_the_pool_takes_the_backward_pass(request, arch, layer, method):
+    """features.3 and layer4.1.bn2 have the head's width but a ReLU (and a residual) before the pool; layer3 not."""
+    model = request.getfixturevalue(arch)
+    x = image(16, 16 if arch == "tiny" else 64)
+    acts, logits = forward_with_activation(model, x, find_layer(model, layer))
+    assert not feeds_gap_linear(acts, logits, model.fc)
+    grad, closed = both_ways(model, x, layer, model.fc, method, None, None)
+    assert closed.timings["closed_form"] == 0.0
+    assert torch.equal(closed.raw, grad.raw) and bool((grad.raw.amax((-2, -1)) > 0).any())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("method", "contrast", "versus"), GRADIENT_RUNS)
+def test_closed_form_gradients_in_low_precision(tiny, dtype, method, contrast, versus):
+    """The head's check allows the rounding of half precision: the closed form holds for half models and autocast."""
+    x = image(29, batch=2)  # every map holds >= 0.15 of the largest: none is ill-conditioned after scaling
+    low = copy.deepcopy(tiny).to(dtype)
+    full, _ = both_ways(tiny, x, "features.4", tiny.fc, method, contrast, versus)
+    assert bool((full.raw.amax((-2, -1)) > 0.15 * full.raw.amax()).all())
+    top = tiny(x).topk(3).indices
+    grad, closed = both_ways(low, x, "features.4", low.fc, method, contrast, versus, top)
+    assert closed.timings["closed_form"] == 1.0
+    for out in (grad, closed):  # both within the engine's stated bound for the dtype (teaching.accel.TOLERANCE)
+        assert float((upsample(out.raw, (16, 16)) - upsample(full.raw, (16, 16))).abs().max()) < TOLERANCE[dtype]
+    with torch.autocast("cpu", dtype=dtype):
+        assert run(tiny, x, [1, 2], method, contrast=contrast, versus=versus).timings["closed_form"] == 1.0
 
 
 # --- Score-CAM and occlusion ------------------------------------------------------------------------------------
