@@ -333,10 +333,23 @@ class GradientCAM(CamMethod):
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """Map before ReLU, (k, B, h, w), from acts (1, B, C, h, w) and grads (k, B, C, h, w)."""
-        return (self.channel_weights(acts, grads) * acts).sum(2)
+        return weighted_sum(self.channel_weights(acts, grads), acts)
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """(k, B, C) channel weights."""
         raise NotImplementedError
+
+
+def spatially_constant(grads: torch.Tensor) -> torch.Tensor | None:
+    """grads[..., 0, 0], (k, B, C), when grads (k, B, C, h, w) is a view broadcast over h and w (as the closed form
+    `gap_linear_grads` gives), so the methods can work without the spatial dimensions; else None."""
+    return grads[..., 0, 0] if grads.stride()[-2:] == (0, 0) else None
+
+
+def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """sum_c weights[j, b, c] acts[0, b, c] for every target j, (k, B, h, w), from weights (k, B, C) and acts
+    (1, B, C, h, w): one batched matmul over the images, without the (k, B, C, h, w) product."""
+    return torch.einsum("kbc,bchw->kbhw", weights, acts[0])
 
 
 class GradCAM(GradientCAM):
@@ -344,7 +357,8 @@ class GradCAM(GradientCAM):
     linear_in_score = True
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        return grads.mean((-2, -1), keepdim=True)
+        constant = spatially_constant(grads)
+        return constant if constant is not None else grads.mean((-2, -1))
 
 
 class GradCAMpp(GradientCAM):
@@ -355,13 +369,19 @@ class GradCAMpp(GradientCAM):
 
 
 def gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM++ channel weights (paper Eq. 19, with pytorch-grad-cam's eps = 1e-6), (k, B, C, 1, 1)."""
-    g2 = grads.pow(2)
-    g3 = g2 * grads
-    sum_acts = acts.sum((-2, -1), keepdim=True)
-    alpha = g2 / (2 * g2 + sum_acts * g3 + 1e-6)
-    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-    return (F.relu(grads) * alpha).sum((-2, -1), keepdim=True)
+    """Grad-CAM++ channel weights (paper Eq. 19, with pytorch-grad-cam's eps = 1e-6), (k, B, C).
+
+    A spatially constant gradient is worked on (k, B, C) alone: its h w equal terms sum to h w times one. The
+    steps run in place on their own temporaries (each is k B C floats, or k B C h w: at k = 1000 that counts).
+    """
+    constant = spatially_constant(grads)
+    sum_acts = acts.sum((-2, -1))  # (1, B, C)
+    g, s = (constant, sum_acts) if constant is not None else (grads, sum_acts[..., None, None])
+    g2 = g * g
+    denominator = (g2 * g).mul_(s).add_(g2, alpha=2).add_(1e-6)  # 2 g^2 + sum(A) g^3 + 1e-6
+    alpha = g2.div_(denominator).masked_fill_(g == 0, 0.0)
+    terms = F.relu(g).mul_(alpha)
+    return terms.mul_(grads.shape[-2] * grads.shape[-1]) if constant is not None else terms.sum((-2, -1))
 
 
 class XGradCAM(GradientCAM):
@@ -369,14 +389,19 @@ class XGradCAM(GradientCAM):
     linear_in_score = True
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        sum_acts = acts.sum((-2, -1), keepdim=True)
-        return (grads * acts).sum((-2, -1), keepdim=True) / (sum_acts + EPS)
+        sum_acts = acts.sum((-2, -1))  # (1, B, C)
+        constant = spatially_constant(grads)
+        weighted = constant * sum_acts if constant is not None else (grads * acts).sum((-2, -1))
+        return weighted / (sum_acts + EPS)
 
 
 class LayerCAM(GradientCAM):
     name = "layercam"
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        constant = spatially_constant(grads)
+        if constant is not None:
+            return weighted_sum(F.relu(constant), acts)
         return (F.relu(grads) * acts).sum(2)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from teaching.accel import TOLERANCE
 from teaching.cams import (
     METHODS,
+    GradientCAM,
     batched_grad,
     class_scores,
     compute_cams,
@@ -27,6 +28,7 @@ from teaching.cams import (
     forward_with_activation,
     gap_linear_grads,
     minmax,
+    spatially_constant,
     upsample,
 )
 from teaching.errors import MethodError
@@ -220,6 +222,22 @@ def test_closed_form_gradients_are_a_broadcast_view_of_the_head_weights(tiny):
 
 
 NOT_FEEDING_THE_POOL = [("tiny", "features.3"), ("resnet18", "layer3"), ("resnet18", "layer4.1.bn2")]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "xgradcam", "layercam"])
+def test_spatially_constant_gradients_take_the_same_maps_without_the_spatial_dims(method):
+    """The (k, B, C) shortcuts for a broadcast gradient give the maps of the same gradient written out in full."""
+    gen = torch.Generator().manual_seed(18)
+    acts = torch.relu(torch.randn(1, 2, 6, 5, 4, generator=gen))  # (1, B, C, h, w)
+    g = torch.randn(3, 2, 6, 1, 1, generator=gen) * 1e-2
+    g[0, 0, :2] = 0.0  # Grad-CAM++ sets alpha = 0 where the gradient is 0
+    broadcast = g.expand(3, 2, 6, 5, 4)
+    assert spatially_constant(broadcast) is not None and spatially_constant(broadcast.contiguous()) is None
+    impl = METHODS[method]()
+    assert isinstance(impl, GradientCAM)
+    full = impl.combine(acts, broadcast.contiguous())  # (k, B, h, w)
+    assert full.shape == (3, 2, 5, 4) and float(full.abs().amax()) > 0
+    torch.testing.assert_close(impl.combine(acts, broadcast), full, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(("arch", "layer"), NOT_FEEDING_THE_POOL)
