@@ -27,6 +27,7 @@ nothing is left on the model.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -551,9 +552,62 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], normalise: bool = True) 
     """Bilinear resize of (B, k, h, w) maps to `size` (H, W) in float32, then each map min-max scaled to [0, 1].
 
     The resize is cv2's bilinear (half-pixel centres), as in pytorch-grad-cam's `scale_cam_image`. NaN reads as 0.
+
+    With `normalise`, the result is (up(m) - min) / (max - min), min and max those of the resized map up(m), a flat
+    one giving 0. Bilinear weights sum to 1, so up is affine-equivariant: up((m - lo) / (hi - lo)) is the same map.
+    Enlarging, the scaling is therefore done on the small maps, with the extremes of up(m) read from a few of its
+    rows and columns (`_resized_extremes`), and the large tensor is written once, by the resize (then clamped in
+    place against rounding). Shrinking, the large tensor is the input: resize, then scale.
     """
-    out = F.interpolate(torch.nan_to_num(maps.float(), nan=0.0), size=size, mode="bilinear", align_corners=False)
-    return _scale_(out) if normalise else out
+    low = torch.nan_to_num(maps.float(), nan=0.0)
+    if not normalise:
+        return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    low = low - low.amin((-2, -1), keepdim=True)  # >= 0: a flat map is exactly 0 from here on, and stays 0
+    if size[0] < low.shape[-2] or size[1] < low.shape[-1]:
+        return _scale_(F.interpolate(low, size=size, mode="bilinear", align_corners=False))
+    lo, hi = _resized_extremes(low, size)  # (B, k, 1, 1) each
+    low = low.sub_(lo).div_((hi - lo).clamp_min(torch.finfo(torch.float32).tiny))
+    return F.interpolate(low, size=size, mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+
+
+def _resized_extremes(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min and max of each of the maps (B, k, h, w) once resized to `size` by `upsample`, (B, k, 1, 1) each.
+
+    Inside one input cell [i, i + 1] x [j, j + 1] the resized map is bilinear, so affine along each axis: over
+    the output samples in that cell (a grid of rows and columns) its extremes lie on the first or last of those
+    rows and the first or last of those columns. Those rows and columns of the resized map suffice
+    (`_cell_end_weights`): for 7 x 7 -> 224 x 224, 14 x 14 values instead of 50,176.
+    """
+    rows = _cell_end_weights(maps.shape[-2], size[0]).to(maps.device)  # (r, h)
+    cols = _cell_end_weights(maps.shape[-1], size[1]).to(maps.device)  # (c, w)
+    samples = rows @ maps @ cols.T  # (B, k, r, c)
+    lo, hi = samples.flatten(-2).aminmax(dim=-1)
+    return lo[..., None, None], hi[..., None, None]
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_end_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """Bilinear weights (r, n_in), float32, of the outputs that open or close a run of outputs in one input cell.
+
+    Output i of F.interpolate(bilinear, align_corners=False) samples the input at s = (i + 1/2) n_in / n_out - 1/2,
+    clamped to [0, n_in - 1], between inputs floor(s) and floor(s) + 1. The positions are computed in float32 as
+    ATen's `area_pixel_compute_source_index` does, so these samples are the resized map's own to its rounding (a
+    sample on a cell border may land in either cell: both give it the same value).
+    """
+    scale = torch.tensor(n_in, dtype=torch.float32) / n_out
+    s = (scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp(0.0, n_in - 1)
+    i0 = s.floor().long()
+    lam = s - i0
+    i1 = (i0 + 1).clamp_max(n_in - 1)
+    ends = torch.ones(n_out, dtype=torch.bool)
+    changes = i0[1:] != i0[:-1]
+    ends[1:-1] = changes[:-1] | changes[1:]  # the first of its cell (changes before) or the last (changes after)
+    keep = ends.nonzero().flatten()
+    weights = torch.zeros(len(keep), n_in)
+    rows = torch.arange(len(keep))
+    weights.index_put_((rows, i0[keep]), 1 - lam[keep], accumulate=True)
+    weights.index_put_((rows, i1[keep]), lam[keep], accumulate=True)
+    return weights
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:

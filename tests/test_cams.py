@@ -5,12 +5,14 @@ Smooth Grad-CAM++ seeding, options, errors and method registration."""
 from __future__ import annotations
 
 import copy
+import random
 import subprocess
 import sys
 
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 import torchvision
 from helpers import TinyNet
 from torch import nn
@@ -19,6 +21,8 @@ from teaching.accel import TOLERANCE
 from teaching.cams import (
     METHODS,
     GradientCAM,
+    _cell_end_weights,
+    _resized_extremes,
     batched_grad,
     class_scores,
     compute_cams,
@@ -78,6 +82,78 @@ def test_scaling_does_not_depend_on_the_magnitude():
     m = torch.rand(1, 2, 5, 5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(minmax(m * 1e-6), minmax(m))
     assert float(minmax(m * 1e-30).amax()) == pytest.approx(1.0)
+
+
+# --- upsampling -------------------------------------------------------------------------------------------------
+
+
+def resize_then_scale(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The reference: resize the maps, then min-max scale the resized ones (what `upsample` gave before)."""
+    out = F.interpolate(torch.nan_to_num(maps.float(), nan=0.0), size=size, mode="bilinear", align_corners=False)
+    lo, hi = out.amin((-2, -1), keepdim=True), out.amax((-2, -1), keepdim=True)
+    return (out - lo) / (hi - lo).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def random_resizes(seed: int, n: int) -> list[tuple[int, int, int, int]]:
+    """n seeded (h, w, H, W): whole-number factors, other enlargements, and any size (shrinking on an axis too)."""
+    rng = random.Random(seed)
+    sizes = []
+    for i in range(n):
+        h, w = rng.randint(1, 12), rng.randint(1, 12)
+        if i % 3 == 0:
+            sizes.append((h, w, h * rng.randint(1, 40), w * rng.randint(1, 40)))
+        elif i % 3 == 1:
+            sizes.append((h, w, rng.randint(h, 300), rng.randint(w, 300)))
+        else:
+            sizes.append((h, w, rng.randint(1, 300), rng.randint(1, 300)))
+    return sizes
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_upsample_equals_resizing_then_scaling(seed):
+    """Scaling the small maps gives the scaling of the resized ones; min 0 (as after ReLU) keeps the reference exact."""
+    gen = torch.Generator().manual_seed(seed)
+    for i, (h, w, big_h, big_w) in enumerate(random_resizes(seed, 120)):
+        maps = torch.randn(2, 3, h, w, generator=gen) * 10.0 ** ((i % 13) - 6)
+        maps -= maps.amin((-2, -1), keepdim=True)
+        kept = maps.clone()
+        got = upsample(maps, (big_h, big_w))
+        assert torch.equal(maps, kept) and got.shape == (2, 3, big_h, big_w)
+        assert float(got.amin()) >= 0.0 and float(got.amax()) <= 1.0
+        diff = float((got - resize_then_scale(maps, (big_h, big_w))).abs().max())
+        assert diff <= 1e-6, f"{(h, w)} -> {(big_h, big_w)}: {diff:.2e}"  # measured <= 7.2e-7
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_the_extremes_of_a_resized_map_come_from_the_rows_and_columns_that_end_a_cell(seed):
+    gen = torch.Generator().manual_seed(seed + 10)
+    for h, w, big_h, big_w in random_resizes(seed + 10, 150):
+        maps = torch.randn(1, 4, h, w, generator=gen)
+        full = F.interpolate(maps, size=(big_h, big_w), mode="bilinear", align_corners=False)
+        lo, hi = _resized_extremes(maps, (big_h, big_w))
+        atol = 2e-6 * float(maps.abs().amax())  # a few float32 roundings of the largest value (measured <= 7e-7)
+        torch.testing.assert_close(lo[..., 0, 0], full.amin((-2, -1)), rtol=0, atol=atol)
+        torch.testing.assert_close(hi[..., 0, 0], full.amax((-2, -1)), rtol=0, atol=atol)
+    assert _cell_end_weights(7, 224).shape == (14, 7)  # 14 rows of 224: the first and last in each of 7 cells
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "big_h", "big_w"), [(7, 7, 31, 31), (7, 7, 200, 200), (1, 1, 35, 229), (6, 2, 1, 175)]
+)
+def test_flat_maps_upsample_to_zero_at_any_scale(h, w, big_h, big_w):
+    """Resizing a flat map by a non-integer factor may round it into a non-flat one: scaled, that was noise in 0..1."""
+    flat = torch.tensor([5.0, 0.1, 1 / 3, 1234.567, -2.0]).view(1, 5, 1, 1).expand(1, 5, h, w)
+    assert torch.equal(upsample(flat, (big_h, big_w)), torch.zeros(1, 5, big_h, big_w))
+
+
+def test_upsample_reads_nan_as_zero_and_leaves_unscaled_resizing_alone():
+    maps = torch.rand(2, 3, 5, 6, generator=torch.Generator().manual_seed(3))
+    maps[0, 1, 2, 3] = maps[1, 2, 0, 0] = float("nan")
+    clean = torch.nan_to_num(maps, nan=0.0)
+    assert torch.equal(upsample(maps, (40, 33)), upsample(clean, (40, 33)))
+    expected = F.interpolate(clean, size=(40, 33), mode="bilinear", align_corners=False)
+    assert torch.equal(upsample(maps, (40, 33), normalise=False), expected)
+    assert torch.equal(upsample(maps.half(), (40, 33)), upsample(maps.half().float(), (40, 33)))
 
 
 @pytest.mark.parametrize("method", OURS)
