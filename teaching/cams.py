@@ -564,10 +564,28 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], normalise: bool = True) 
         return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
     low = low - low.amin((-2, -1), keepdim=True)  # >= 0: a flat map is exactly 0 from here on, and stays 0
     if size[0] < low.shape[-2] or size[1] < low.shape[-1]:
-        return _scale_(F.interpolate(low, size=size, mode="bilinear", align_corners=False))
+        return _scale_(_resize(low, size))
     lo, hi = _resized_extremes(low, size)  # (B, k, 1, 1) each
     low = low.sub_(lo).div_((hi - lo).clamp_min(torch.finfo(torch.float32).tiny))
-    return F.interpolate(low, size=size, mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+    return _resize(low, size).clamp_(0.0, 1.0)
+
+
+MATMUL_RESIZE_MAX = 32
+"""On a CPU, maps up to this side are resized by two matmuls with the bilinear weights (`_resize`)."""
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """F.interpolate(bilinear, align_corners=False) of float32 maps (B, k, h, w) to `size`.
+
+    On a CPU, small maps go through rows (H, h) @ maps @ cols (w, W).T with the weights `_bilinear_weights`
+    instead: the same sums to float32 rounding (<= 1.5e-6 on maps in [0, 1]), written at memory speed (1000 maps
+    7x7 -> 224x224 on one thread: 100 ms against 155 ms, most of either the first touch of the 200 MB), and a map
+    constant along an axis stays exactly constant (F.interpolate weighs a lone input row (1 - a) + a).
+    """
+    h, w = maps.shape[-2:]
+    if maps.device.type != "cpu" or max(h, w) > MATMUL_RESIZE_MAX:
+        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return _bilinear_weights(h, size[0]) @ (maps @ _bilinear_weights(w, size[1]).T)
 
 
 def _resized_extremes(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -587,27 +605,37 @@ def _resized_extremes(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.
 
 @functools.lru_cache(maxsize=64)
 def _cell_end_weights(n_in: int, n_out: int) -> torch.Tensor:
-    """Bilinear weights (r, n_in), float32, of the outputs that open or close a run of outputs in one input cell.
+    """The rows (r, n_in) of `_bilinear_weights` of the outputs that open or close a run of outputs in one cell."""
+    i0, _ = _source_positions(n_in, n_out)
+    ends = torch.ones(n_out, dtype=torch.bool)
+    changes = i0[1:] != i0[:-1]
+    ends[1:-1] = changes[:-1] | changes[1:]  # the first of its cell (changes before) or the last (changes after)
+    return _bilinear_weights(n_in, n_out)[ends]
 
-    Output i of F.interpolate(bilinear, align_corners=False) samples the input at s = (i + 1/2) n_in / n_out - 1/2,
-    clamped to [0, n_in - 1], between inputs floor(s) and floor(s) + 1. The positions are computed in float32 as
-    ATen's `area_pixel_compute_source_index` does, so these samples are the resized map's own to its rounding (a
-    sample on a cell border may land in either cell: both give it the same value).
+
+@functools.lru_cache(maxsize=64)
+def _bilinear_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float32: the weight F.interpolate(bilinear, align_corners=False) gives each input on an axis."""
+    i0, lam = _source_positions(n_in, n_out)
+    weights = torch.zeros(n_out, n_in)
+    rows = torch.arange(n_out)
+    weights.index_put_((rows, i0), 1 - lam, accumulate=True)
+    weights.index_put_((rows, (i0 + 1).clamp_max(n_in - 1)), lam, accumulate=True)
+    return weights
+
+
+def _source_positions(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each output's input cell i0 (n_out,) and its offset lam in it: it interpolates inputs i0 and i0 + 1.
+
+    Output i samples the input at s = (i + 1/2) n_in / n_out - 1/2, clamped to [0, n_in - 1]. The positions are
+    computed in float32 as ATen's `area_pixel_compute_source_index` does, so the weights are the resize's own to
+    its rounding (a sample on a cell border may land in either cell: both give it the same value). Clamped to the
+    last input, lam is 0: it has weight 1 exactly, where ATen weighs it (1 - lam) + lam.
     """
     scale = torch.tensor(n_in, dtype=torch.float32) / n_out
     s = (scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp(0.0, n_in - 1)
     i0 = s.floor().long()
-    lam = s - i0
-    i1 = (i0 + 1).clamp_max(n_in - 1)
-    ends = torch.ones(n_out, dtype=torch.bool)
-    changes = i0[1:] != i0[:-1]
-    ends[1:-1] = changes[:-1] | changes[1:]  # the first of its cell (changes before) or the last (changes after)
-    keep = ends.nonzero().flatten()
-    weights = torch.zeros(len(keep), n_in)
-    rows = torch.arange(len(keep))
-    weights.index_put_((rows, i0[keep]), 1 - lam[keep], accumulate=True)
-    weights.index_put_((rows, i1[keep]), lam[keep], accumulate=True)
-    return weights
+    return i0, s - i0
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
