@@ -141,6 +141,11 @@ def forward_with_activation(
     return store[-1], logits
 
 
+def float32_maths(device: torch.device) -> AbstractContextManager[object]:
+    """Autocast off: the engine's own matmuls on float32 tensors stay float32 inside a caller's autocast region."""
+    return torch.autocast(device.type, enabled=False)
+
+
 # --- targets ---------------------------------------------------------------------------------------------------
 
 
@@ -203,7 +208,7 @@ def feeds_gap_linear(acts: torch.Tensor, logits: torch.Tensor, linear: nn.Module
         return False
     if acts.shape[:2] != (logits.shape[0], linear.in_features) or logits.shape[1] != linear.out_features:
         return False
-    with torch.no_grad():
+    with torch.no_grad(), float32_maths(acts.device):
         pooled = acts.detach().float().mean((2, 3))  # (B, C)
         weight = linear.weight.detach().float()
         bias = linear.bias.detach().float() if linear.bias is not None else None
@@ -350,7 +355,8 @@ def spatially_constant(grads: torch.Tensor) -> torch.Tensor | None:
 def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     """sum_c weights[j, b, c] acts[0, b, c] for every target j, (k, B, h, w), from weights (k, B, C) and acts
     (1, B, C, h, w): one batched matmul over the images, without the (k, B, C, h, w) product."""
-    return torch.einsum("kbc,bchw->kbhw", weights, acts[0])
+    with float32_maths(acts.device):
+        return torch.einsum("kbc,bchw->kbhw", weights, acts[0])
 
 
 class GradCAM(GradientCAM):
@@ -563,11 +569,12 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], normalise: bool = True) 
     if not normalise:
         return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
     low = low - low.amin((-2, -1), keepdim=True)  # >= 0: a flat map is exactly 0 from here on, and stays 0
-    if size[0] < low.shape[-2] or size[1] < low.shape[-1]:
-        return _scale_(_resize(low, size))
-    lo, hi = _resized_extremes(low, size)  # (B, k, 1, 1) each
-    low = low.sub_(lo).div_((hi - lo).clamp_min(torch.finfo(torch.float32).tiny))
-    return _resize(low, size).clamp_(0.0, 1.0)
+    with float32_maths(low.device):
+        if size[0] < low.shape[-2] or size[1] < low.shape[-1]:
+            return _scale_(_resize(low, size))
+        lo, hi = _resized_extremes(low, size)  # (B, k, 1, 1) each
+        low = low.sub_(lo).div_((hi - lo).clamp_min(torch.finfo(torch.float32).tiny))
+        return _resize(low, size).clamp_(0.0, 1.0)
 
 
 MATMUL_RESIZE_MAX = 32

@@ -20,6 +20,7 @@ from torch import nn
 from teaching.accel import TOLERANCE
 from teaching.cams import (
     METHODS,
+    GradCAM,
     GradientCAM,
     _bilinear_weights,
     _cell_end_weights,
@@ -349,6 +350,21 @@ def test_spatially_constant_gradients_take_the_same_maps_without_the_spatial_dim
     full = impl.combine(acts, broadcast.contiguous())  # (k, B, h, w)
     assert full.shape == (3, 2, 5, 4) and float(full.abs().amax()) > 0
     torch.testing.assert_close(impl.combine(acts, broadcast), full, rtol=1e-5, atol=1e-7)
+
+
+def test_the_engine_maths_stay_float32_inside_autocast(tiny):
+    """FastCAM runs the engine under autocast: the maps' matmuls and the head check must not drop to bfloat16."""
+    x = image(19, batch=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        acts, logits = forward_with_activation(tiny, x, tiny.features[4])
+        grads = gap_linear_grads(acts, logits, tiny.fc, torch.tensor([[1, 2], [3, 4]]))
+        assert grads is not None
+        inside = GradCAM().combine(acts.detach().float().unsqueeze(0), grads)
+        maps = torch.rand(1, 3, 7, 7, generator=torch.Generator().manual_seed(6))
+        resized = upsample(maps, (50, 50))
+    assert logits.dtype == torch.bfloat16 and inside.dtype == resized.dtype == torch.float32
+    outside = GradCAM().combine(acts.detach().float().unsqueeze(0), grads)
+    assert torch.equal(inside, outside) and torch.equal(resized, upsample(maps, (50, 50)))
 
 
 @pytest.mark.parametrize(("arch", "layer"), NOT_FEEDING_THE_POOL)
