@@ -13,6 +13,10 @@ of our maps with the reference peer (Pearson correlation and max abs difference 
 Inputs: seeded smooth images (bicubic upsampling of 8x8 noise) and the top-k classes the model predicts for the
 first image, shared by the batch; k = 1000 means every class. efficientnet_lite0 has its real ImageNet weights,
 the other backbones random ones (seeded): timings do not depend on the weights.
+
+Ours (eager and fast) gets the head's linear layer for every method where the backbone's target layer feeds
+global-average-pool + linear (`BackboneSpec.gap_linear`): the gradient methods then take their gradients in closed
+form (the engine checks that on each pass; the report's `closed_form` says where it did).
 """
 
 from __future__ import annotations
@@ -236,6 +240,7 @@ def run_case(plan: Plan, case: Case, method: str, device: torch.device) -> dict[
         for runner in runners.values():
             runner.close()
     errors.update(run_errors)
+    closed_form = {name: runners[name].closed_form for name in times if runners[name].closed_form is not None}
     agree: dict[str, dict[str, float]] = {}
     ref = REFERENCE.get(method)
     for mine in ("ours", "fast"):
@@ -251,6 +256,7 @@ def run_case(plan: Plan, case: Case, method: str, device: torch.device) -> dict[
         "times": {name: summary(ts) for name, ts in times.items()},
         "errors": errors,
         "agreement": agree,
+        "closed_form": closed_form,  # per implementation of ours: whether its gradients came in closed form
         "profiles": profiles,
     }
 
@@ -288,6 +294,7 @@ def bench_backbone(plan: Plan, backbone: str, device: torch.device, record: Call
                 classes=order[:k],
                 scorecam_batch=plan.scorecam_batch,
                 upsample=plan.upsample,
+                gap_linear=loaded.spec.gap_linear,
             )
             t0 = time.perf_counter()
             result = run_case(plan, case, method, device)
@@ -364,6 +371,9 @@ def markdown(report: dict[str, Any]) -> str:
         agree = "; ".join(
             f"{k}: r={v['corr']:.4f}, max {v['max_abs_diff']:.3g}" for k, v in r["agreement"].items() if v
         )
+        closed = [name for name, used in r.get("closed_form", {}).items() if used]
+        if closed:
+            agree += ("; " if agree else "") + f"closed-form gradients: {', '.join(closed)}"
         if r["errors"]:
             agree += ("; " if agree else "") + "; ".join(f"{k} failed ({v[:60]})" for k, v in r["errors"].items())
         cells = [r["backbone"], r["method"], str(r["batch"]), str(r["k"])]

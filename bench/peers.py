@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from teaching.accel import FastCAM, prepare_model
-from teaching.cams import METHODS, compute_cams, find_layer, upsample
+from teaching.cams import METHODS, CamOutput, GradientCAM, compute_cams, find_layer, upsample
 
 OUR_NAMES = {"guided": "guided_backprop"}  # benchmark method name -> engine method name, where they differ
 
@@ -42,14 +42,20 @@ class Case:
     classes: list[int]  # k class indices shared by the batch
     scorecam_batch: int = 128  # masked inputs per forward pass for the Score-CAM peers
     upsample: bool = True  # ours ends with maps min-max scaled at input size (False: the raw maps of the engine)
+    gap_linear: bool = False  # `layer` feeds global-average-pool + `linear`: ours passes the head to every method
 
 
 @dataclass
 class Runner:
-    """One implementation, set up: `fn()` is the timed call, `close()` removes what the set-up left on the model."""
+    """One implementation, set up: `fn()` is the timed call, `close()` removes what the set-up left on the model.
+
+    `closed_form`: for ours, whether the last call's gradients came in closed form (the engine's
+    timings["closed_form"]); None where that does not apply.
+    """
 
     fn: Callable[[], Any]
     close: Callable[[], None] = field(default=lambda: None)
+    closed_form: bool | None = None
 
 
 def _shape(case: Case) -> tuple[int, int, int, int]:
@@ -113,35 +119,55 @@ def _our_output(method: str, out: Any, size: tuple[int, int] | None) -> torch.Te
     return upsample(out.raw, size)  # (B, k, H, W) each min-max scaled, as pytorch-grad-cam returns them
 
 
+def _head(case: Case, name: str) -> nn.Module | None:
+    """The head's linear layer where ours uses it: the closed-form CAM, and the gradient methods at a layer that
+    feeds global-average-pool + linear (their gradients then come in closed form, checked by the engine)."""
+    if name == "cam" or (case.gap_linear and isinstance(METHODS[name](), GradientCAM)):
+        return find_layer(case.model, case.linear)
+    return None
+
+
+def _noting(runner: Runner, out: CamOutput) -> CamOutput:
+    """Record on the runner whether this output's gradients came in closed form."""
+    if "closed_form" in out.timings:
+        runner.closed_form = out.timings["closed_form"] == 1.0
+    return out
+
+
 def ours(case: Case, method: str) -> Runner:
     """The engine as the service calls it, plus upsampling and min-max scaling to the input size."""
     name = OUR_NAMES.get(method, method)
     if name not in METHODS:
         raise KeyError(f"{name} is not in the engine yet")
-    linear = find_layer(case.model, case.linear) if method == "cam" else None
+    linear = _head(case, name)
     size = case.x.shape[-2:] if case.upsample else None
 
     def fn() -> torch.Tensor:
-        out = compute_cams(case.model, case.x, case.classes, name, case.layer, linear=linear)
+        out = _noting(runner, compute_cams(case.model, case.x, case.classes, name, case.layer, linear=linear))
         return _our_output(method, out, size)
 
-    return Runner(fn)
+    runner = Runner(fn)
+    return runner
 
 
 def fast(case: Case, method: str, dtype: torch.dtype | None, graphs: bool) -> Runner:
-    """teaching.accel.FastCAM: channels_last, autocast and (on CUDA) graphs, same post-processing as `ours`."""
+    """teaching.accel.FastCAM: channels_last, autocast and (on CUDA) graphs, same post-processing as `ours`.
+
+    Inside a CUDA graph the gradient methods take the backward pass: the closed form's check needs a host sync.
+    """
     name = OUR_NAMES.get(method, method)
     if name not in METHODS:
         raise KeyError(f"{name} is not in the engine yet")
-    linear = find_layer(case.model, case.linear) if method == "cam" else None
+    linear = _head(case, name)
     engine = FastCAM(case.model, case.layer, name, linear=linear, dtype=dtype, channels_last=True, graphs=graphs)
     classes = torch.tensor(case.classes, device=case.x.device)
     size = case.x.shape[-2:] if case.upsample else None
 
     def fn() -> torch.Tensor:
-        return _our_output(method, engine(case.x, classes), size)
+        return _our_output(method, _noting(runner, engine(case.x, classes)), size)
 
-    return Runner(fn)
+    runner = Runner(fn)
+    return runner
 
 
 # --- pytorch-grad-cam -------------------------------------------------------------------------------------------

@@ -19,12 +19,15 @@ The contrastive form uses Grad-CAM on the score y_A - y_B ("A rather than B") or
 
 How the engine reaches one pass: a forward hook swaps the target layer's output for a detached leaf, so the
 backward stops at that layer (a partial backward), and `torch.autograd.grad(..., is_grads_batched=True)` gives the
-gradients of all k targets at once. Hooks only act on the thread that registered them and are removed in
-`finally`; `model.training` is restored; nothing is left on the model.
+gradients of all k targets at once. Given the head's linear layer, at a layer that feeds global-average-pool +
+linear the gradients are W[c] / (h w) and need no backward at all (`gap_linear_grads`, checked on every pass).
+Hooks only act on the thread that registered them and are removed in `finally`; `model.training` is restored;
+nothing is left on the model.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,7 +51,7 @@ class CamOutput:
     logits: torch.Tensor  # (B, num_classes) from the same forward pass
     layer: str  # the dotted name of the target layer ("" for pixel-space methods without one)
     attributions: torch.Tensor | None = None  # (B, k, 3, H, W) signed pixel attributions (guided methods)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (+ "closed_form": see GradientCAM)
     signed: torch.Tensor | None = None  # (B, k, h, w) maps before ReLU, for methods linear in the class score
 
 
@@ -138,6 +141,11 @@ def forward_with_activation(
     return store[-1], logits
 
 
+def float32_maths(device: torch.device) -> AbstractContextManager[object]:
+    """Autocast off: the engine's own matmuls on float32 tensors stay float32 inside a caller's autocast region."""
+    return torch.autocast(device.type, enabled=False)
+
+
 # --- targets ---------------------------------------------------------------------------------------------------
 
 
@@ -176,6 +184,66 @@ def class_scores(
             raise MethodError("the contrast with the rest of the group needs at least two classes")
         return y - (y.sum(1, keepdim=True) - y) / (k - 1)
     raise MethodError(f"unknown contrast {contrast!r}; use 'group' or 'pair'")
+
+
+def head_tolerance(dtype: torch.dtype) -> float:
+    """Relative bound on how far logits computed in `dtype` may lie from the same head computed in float32.
+
+    float32: summation order only (TF32 matmuls exceed it and so take the backward pass). float16 and bfloat16: the
+    pooled features and the logits each rounded to the dtype come to at most one epsilon; twice that again for a
+    mean summed in the dtype. Measured on lite0: bfloat16 0.003, float16 0.0003, float32 0; a layer one step before
+    the pool (conv_head, layer4.2.bn3) misses by 0.1-0.2.
+    """
+    return 1e-4 if dtype in (torch.float32, torch.float64) else 4 * torch.finfo(dtype).eps
+
+
+def feeds_gap_linear(acts: torch.Tensor, logits: torch.Tensor, linear: nn.Module) -> bool:
+    """Whether this pass's logits (B, N) are `linear(mean_hw(acts))`, checked in float32 within `head_tolerance`.
+
+    Each logit may differ by the tolerance times sum_c |W[n, c]| |mean_hw A_c| + |b_n|, the scale of the
+    rounding of the dot product whatever its cancellations. False for another layer, another head, or an
+    activation changed in place after the layer (densenet's functional ReLU).
+    """
+    if not isinstance(linear, nn.Linear) or acts.ndim != 4 or logits.ndim != 2:
+        return False
+    if acts.shape[:2] != (logits.shape[0], linear.in_features) or logits.shape[1] != linear.out_features:
+        return False
+    with torch.no_grad(), float32_maths(acts.device):
+        pooled = acts.detach().float().mean((2, 3))  # (B, C)
+        weight = linear.weight.detach().float()
+        bias = linear.bias.detach().float() if linear.bias is not None else None
+        expected = F.linear(pooled, weight, bias)
+        scale = F.linear(pooled.abs(), weight.abs(), bias.abs() if bias is not None else None)
+        gap = (logits.detach().float() - expected).abs()
+        return bool((gap <= head_tolerance(logits.dtype) * scale).all())
+
+
+def gap_linear_grads(
+    acts: torch.Tensor,
+    logits: torch.Tensor,
+    linear: nn.Module,
+    classes: torch.Tensor,
+    contrast: str | None = None,
+    versus: int | None = None,
+) -> torch.Tensor | None:
+    """The gradients of `class_scores` to acts without a backward pass, where acts feed global-average-pool + linear.
+
+    There y = W mean_hw(A) + b, so dy_c/dA = W[c] / (h w) at every position, and a contrast of scores has the same
+    contrast of W's rows. Returns (k, B, C, h, w) in float32 as a broadcast view of (k, B, C, 1, 1), or None when
+    `feeds_gap_linear` fails on this pass (the caller then runs the backward), or inside a CUDA graph capture,
+    where that check's host sync is not allowed.
+    """
+    if acts.is_cuda and torch.cuda.is_current_stream_capturing():
+        return None
+    if not isinstance(linear, nn.Linear) or not feeds_gap_linear(acts, logits, linear):
+        return None
+    all_w = linear.weight.detach().float()  # (num_classes, C)
+    w = all_w[classes]  # (B, k, C)
+    if contrast is not None:
+        w = w - _contrast_weights(w, all_w, contrast, versus)
+    h, wd = acts.shape[-2:]
+    g = (w / (h * wd)).transpose(0, 1)  # (k, B, C)
+    return g[..., None, None].expand(*g.shape, h, wd)
 
 
 def batched_grad(scores: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
@@ -239,6 +307,10 @@ class CamMethod:
 class GradientCAM(CamMethod):
     """Base of the gradient methods: one forward, one batched gradient, then `combine(A, G)`.
 
+    Given the head's linear layer (option "linear") and a target layer that feeds global-average-pool + linear, the
+    gradients come in closed form (`gap_linear_grads`) instead of from the backward pass; timings["closed_form"]
+    says which (1.0 or 0.0), timings["backward"] is the time of either.
+
     `linear_in_score`: the map before ReLU is linear in the gradient, so the map of a contrast of scores is the same
     contrast of the maps (see `group_contrast`) and needs no second pass.
     """
@@ -250,20 +322,41 @@ class GradientCAM(CamMethod):
         acts, logits = forward_with_activation(req.model, req.x, req.layer)
         t1 = time.perf_counter()
         scores = class_scores(logits, req.classes, req.contrast, req.versus)  # (B, k)
-        grads = batched_grad(scores, acts)  # (k, B, C, h, w)
+        linear = req.options.get("linear")
+        grads = None
+        if isinstance(linear, nn.Module):
+            grads = gap_linear_grads(acts, logits, linear, req.classes, req.contrast, req.versus)
+        closed_form = grads is not None
+        if grads is None:
+            grads = batched_grad(scores, acts)  # (k, B, C, h, w)
         t2 = time.perf_counter()
         with torch.no_grad():  # the maths in float32, whatever the model's precision
             signed = self.combine(acts.detach().float().unsqueeze(0), grads.float()).transpose(0, 1)  # (B, k, h, w)
         timings = {"forward": t1 - t0, "backward": t2 - t1, "maps": time.perf_counter() - t2}
+        timings["closed_form"] = float(closed_form)
         kept = signed if self.linear_in_score else None
         return CamOutput(F.relu(signed), logits.detach(), req.layer_name, signed=kept, timings=timings)
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """Map before ReLU, (k, B, h, w), from acts (1, B, C, h, w) and grads (k, B, C, h, w)."""
-        return (self.channel_weights(acts, grads) * acts).sum(2)
+        return weighted_sum(self.channel_weights(acts, grads), acts)
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """(k, B, C) channel weights."""
         raise NotImplementedError
+
+
+def spatially_constant(grads: torch.Tensor) -> torch.Tensor | None:
+    """grads[..., 0, 0], (k, B, C), when grads (k, B, C, h, w) is a view broadcast over h and w (as the closed form
+    `gap_linear_grads` gives), so the methods can work without the spatial dimensions; else None."""
+    return grads[..., 0, 0] if grads.stride()[-2:] == (0, 0) else None
+
+
+def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """sum_c weights[j, b, c] acts[0, b, c] for every target j, (k, B, h, w), from weights (k, B, C) and acts
+    (1, B, C, h, w): one batched matmul over the images, without the (k, B, C, h, w) product."""
+    with float32_maths(acts.device):
+        return torch.einsum("kbc,bchw->kbhw", weights, acts[0])
 
 
 class GradCAM(GradientCAM):
@@ -271,7 +364,8 @@ class GradCAM(GradientCAM):
     linear_in_score = True
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        return grads.mean((-2, -1), keepdim=True)
+        constant = spatially_constant(grads)
+        return constant if constant is not None else grads.mean((-2, -1))
 
 
 class GradCAMpp(GradientCAM):
@@ -282,13 +376,19 @@ class GradCAMpp(GradientCAM):
 
 
 def gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM++ channel weights (paper Eq. 19, with pytorch-grad-cam's eps = 1e-6), (k, B, C, 1, 1)."""
-    g2 = grads.pow(2)
-    g3 = g2 * grads
-    sum_acts = acts.sum((-2, -1), keepdim=True)
-    alpha = g2 / (2 * g2 + sum_acts * g3 + 1e-6)
-    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-    return (F.relu(grads) * alpha).sum((-2, -1), keepdim=True)
+    """Grad-CAM++ channel weights (paper Eq. 19, with pytorch-grad-cam's eps = 1e-6), (k, B, C).
+
+    A spatially constant gradient is worked on (k, B, C) alone: its h w equal terms sum to h w times one. The
+    steps run in place on their own temporaries (each is k B C floats, or k B C h w: at k = 1000 that counts).
+    """
+    constant = spatially_constant(grads)
+    sum_acts = acts.sum((-2, -1))  # (1, B, C)
+    g, s = (constant, sum_acts) if constant is not None else (grads, sum_acts[..., None, None])
+    g2 = g * g
+    denominator = (g2 * g).mul_(s).add_(g2, alpha=2).add_(1e-6)  # 2 g^2 + sum(A) g^3 + 1e-6
+    alpha = g2.div_(denominator).masked_fill_(g == 0, 0.0)
+    terms = F.relu(g).mul_(alpha)
+    return terms.mul_(grads.shape[-2] * grads.shape[-1]) if constant is not None else terms.sum((-2, -1))
 
 
 class XGradCAM(GradientCAM):
@@ -296,14 +396,19 @@ class XGradCAM(GradientCAM):
     linear_in_score = True
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        sum_acts = acts.sum((-2, -1), keepdim=True)
-        return (grads * acts).sum((-2, -1), keepdim=True) / (sum_acts + EPS)
+        sum_acts = acts.sum((-2, -1))  # (1, B, C)
+        constant = spatially_constant(grads)
+        weighted = constant * sum_acts if constant is not None else (grads * acts).sum((-2, -1))
+        return weighted / (sum_acts + EPS)
 
 
 class LayerCAM(GradientCAM):
     name = "layercam"
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        constant = spatially_constant(grads)
+        if constant is not None:
+            return weighted_sum(F.relu(constant), acts)
         return (F.relu(grads) * acts).sum(2)
 
 
@@ -419,7 +524,8 @@ def compute_cams(
         layer: dotted target layer name (ignored by pixel-space methods).
         contrast: None, "group" or "pair" (see `class_scores`).
         versus: class B for the "pair" contrast.
-        linear: the head's linear layer, for the closed-form CAM.
+        linear: the head's linear layer: needed by the closed-form CAM; the gradient methods then take their
+            gradients in closed form where `layer` feeds global-average-pool + `linear` (checked on every pass).
         options: method options (e.g. batch_size, n_samples, std, seed).
     """
     impl = get_method(method)
@@ -452,9 +558,91 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], normalise: bool = True) 
     """Bilinear resize of (B, k, h, w) maps to `size` (H, W) in float32, then each map min-max scaled to [0, 1].
 
     The resize is cv2's bilinear (half-pixel centres), as in pytorch-grad-cam's `scale_cam_image`. NaN reads as 0.
+
+    With `normalise`, the result is (up(m) - min) / (max - min), min and max those of the resized map up(m), a flat
+    one giving 0. Bilinear weights sum to 1, so up is affine-equivariant: up((m - lo) / (hi - lo)) is the same map.
+    Enlarging, the scaling is therefore done on the small maps, with the extremes of up(m) read from a few of its
+    rows and columns (`_resized_extremes`), and the large tensor is written once, by the resize (then clamped in
+    place against rounding). Shrinking, the large tensor is the input: resize, then scale.
     """
-    out = F.interpolate(torch.nan_to_num(maps.float(), nan=0.0), size=size, mode="bilinear", align_corners=False)
-    return _scale_(out) if normalise else out
+    low = torch.nan_to_num(maps.float(), nan=0.0)
+    if not normalise:
+        return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    low = low - low.amin((-2, -1), keepdim=True)  # >= 0: a flat map is exactly 0 from here on, and stays 0
+    with float32_maths(low.device):
+        if size[0] < low.shape[-2] or size[1] < low.shape[-1]:
+            return _scale_(_resize(low, size))
+        lo, hi = _resized_extremes(low, size)  # (B, k, 1, 1) each
+        low = low.sub_(lo).div_((hi - lo).clamp_min(torch.finfo(torch.float32).tiny))
+        return _resize(low, size).clamp_(0.0, 1.0)
+
+
+MATMUL_RESIZE_MAX = 32
+"""On a CPU, maps up to this side are resized by two matmuls with the bilinear weights (`_resize`)."""
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """F.interpolate(bilinear, align_corners=False) of float32 maps (B, k, h, w) to `size`.
+
+    On a CPU, small maps go through rows (H, h) @ maps @ cols (w, W).T with the weights `_bilinear_weights`
+    instead: the same sums to float32 rounding (<= 1.5e-6 on maps in [0, 1]), written at memory speed (1000 maps
+    7x7 -> 224x224 on one thread: 100 ms against 155 ms, most of either the first touch of the 200 MB), and a map
+    constant along an axis stays exactly constant (F.interpolate weighs a lone input row (1 - a) + a).
+    """
+    h, w = maps.shape[-2:]
+    if maps.device.type != "cpu" or max(h, w) > MATMUL_RESIZE_MAX:
+        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return _bilinear_weights(h, size[0]) @ (maps @ _bilinear_weights(w, size[1]).T)
+
+
+def _resized_extremes(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min and max of each of the maps (B, k, h, w) once resized to `size` by `upsample`, (B, k, 1, 1) each.
+
+    Inside one input cell [i, i + 1] x [j, j + 1] the resized map is bilinear, so affine along each axis: over
+    the output samples in that cell (a grid of rows and columns) its extremes lie on the first or last of those
+    rows and the first or last of those columns. Those rows and columns of the resized map suffice
+    (`_cell_end_weights`): for 7 x 7 -> 224 x 224, 14 x 14 values instead of 50,176.
+    """
+    rows = _cell_end_weights(maps.shape[-2], size[0]).to(maps.device)  # (r, h)
+    cols = _cell_end_weights(maps.shape[-1], size[1]).to(maps.device)  # (c, w)
+    samples = rows @ maps @ cols.T  # (B, k, r, c)
+    lo, hi = samples.flatten(-2).aminmax(dim=-1)
+    return lo[..., None, None], hi[..., None, None]
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_end_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """The rows (r, n_in) of `_bilinear_weights` of the outputs that open or close a run of outputs in one cell."""
+    i0, _ = _source_positions(n_in, n_out)
+    ends = torch.ones(n_out, dtype=torch.bool)
+    changes = i0[1:] != i0[:-1]
+    ends[1:-1] = changes[:-1] | changes[1:]  # the first of its cell (changes before) or the last (changes after)
+    return _bilinear_weights(n_in, n_out)[ends]
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float32: the weight F.interpolate(bilinear, align_corners=False) gives each input on an axis."""
+    i0, lam = _source_positions(n_in, n_out)
+    weights = torch.zeros(n_out, n_in)
+    rows = torch.arange(n_out)
+    weights.index_put_((rows, i0), 1 - lam, accumulate=True)
+    weights.index_put_((rows, (i0 + 1).clamp_max(n_in - 1)), lam, accumulate=True)
+    return weights
+
+
+def _source_positions(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each output's input cell i0 (n_out,) and its offset lam in it: it interpolates inputs i0 and i0 + 1.
+
+    Output i samples the input at s = (i + 1/2) n_in / n_out - 1/2, clamped to [0, n_in - 1]. The positions are
+    computed in float32 as ATen's `area_pixel_compute_source_index` does, so the weights are the resize's own to
+    its rounding (a sample on a cell border may land in either cell: both give it the same value). Clamped to the
+    last input, lam is 0: it has weight 1 exactly, where ATen weighs it (1 - lam) + lam.
+    """
+    scale = torch.tensor(n_in, dtype=torch.float32) / n_out
+    s = (scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp(0.0, n_in - 1)
+    i0 = s.floor().long()
+    return i0, s - i0
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:

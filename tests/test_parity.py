@@ -97,6 +97,19 @@ def test_gradient_family_matches_pytorch_grad_cam(request, arch, layer, method):
     assert diff < 1e-4
 
 
+@pytest.mark.parametrize("method", list(PEERS))
+@pytest.mark.parametrize(("layer", "closed_form"), [("layer4", 1.0), ("layer3", 0.0)])
+def test_with_the_head_given_the_gradient_family_still_matches_pytorch_grad_cam(resnet18, layer, closed_form, method):
+    """layer4 feeds the pool: gradients in closed form; layer3 does not: the engine falls back to the backward."""
+    x = image(1)
+    classes = top(resnet18, x, 3)[0].tolist()
+    out = compute_cams(resnet18, x, classes, method, layer, linear=resnet18.fc)
+    assert out.timings["closed_form"] == closed_form and bool((out.raw.amax((-2, -1)) > 0).all())
+    diff = float((upsample(out.raw, (96, 96))[0] - peer_maps(PEERS[method], resnet18, layer, x, classes)).abs().max())
+    print(f"resnet18 {layer} {method}, head given: max |ours - pytorch-grad-cam| = {diff:.2e}")
+    assert diff < 1e-4
+
+
 @pytest.mark.slow
 def test_gradient_family_matches_pytorch_grad_cam_on_resnet50():
     model = seeded(torchvision.models.resnet50)
@@ -246,6 +259,31 @@ def test_lite0_real_weights_match_pytorch_grad_cam_on_photos(fixtures_dir, lite0
             )
             print(f"lite0 {method} {path.name} {classes}: max |ours - pytorch-grad-cam| = {diff:.2e}")
             assert diff < 1e-4
+
+
+@pytest.mark.fixtures
+@pytest.mark.slow
+def test_lite0_gradients_in_closed_form_match_the_backward_and_pytorch_grad_cam_on_photos(fixtures_dir, lite0):
+    bb = load_backbone("efficientnet_lite0", device="cpu")
+    runs = [(m, None) for m in PEERS] + [("contrastive", "group"), ("contrastive", "pair")]
+    for path in photos(fixtures_dir, ["African_elephant", "great_white_shark", "monarch"], per_folder=1):
+        x, _ = bb.preprocess(load_image(path))
+        with torch.no_grad():
+            ranked = lite0(x)[0].topk(4).indices.tolist()
+        classes, versus = ranked[:3], ranked[3]
+        for method, contrast in runs:
+            pair = versus if contrast == "pair" else None
+            closed = compute_cams(lite0, x, classes, method, "bn2", contrast, pair, lite0.classifier)
+            grad = compute_cams(lite0, x, classes, method, "bn2", contrast, pair)
+            assert closed.timings["closed_form"] == 1.0 and bool((grad.raw.amax((-2, -1)) > 0).all())
+            ours = upsample(closed.raw, (224, 224))[0]
+            diff = float((ours - upsample(grad.raw, (224, 224))[0]).abs().max())
+            print(f"lite0 {method} {contrast} {path.name}: max |closed form - backward| = {diff:.1e}")
+            assert diff < 2e-6
+            if method in PEERS:
+                diff = float((ours - peer_maps(PEERS[method], lite0, "bn2", x, classes)).abs().max())
+                print(f"lite0 {method} {path.name}, closed form: max |ours - pytorch-grad-cam| = {diff:.2e}")
+                assert diff < 1e-4
 
 
 def mean_pairwise_r(maps: torch.Tensor) -> float:
