@@ -74,6 +74,21 @@ def test_maps_at_display_size_come_straight_from_the_raw_maps(fixtures_dir, lite
     np.testing.assert_allclose(shown.mean((1, 2)), r.maps.mean((1, 2)), atol=0.01)
 
 
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "xgradcam", "layercam", "contrastive"])
+def test_gradient_methods_skip_the_backward_pass_at_the_pooled_layer(fixtures_dir, lite0, method):
+    """explain hands the head to the gradient methods: at bn2 (feeding the pool) no backward pass runs, and the
+    maps are those of the backward pass; at another layer the backward pass runs."""
+    from teaching.cams import compute_cams
+
+    r = explain(_photo(fixtures_dir, "African_elephant"), classes=ELEPHANTS, method=method, backbone=lite0)
+    assert r.timings["closed_form"] == 1.0
+    backward = compute_cams(lite0.model, r.input_tensor, ELEPHANTS, method, "bn2")  # no head: the backward pass
+    assert backward.timings["closed_form"] == 0.0
+    np.testing.assert_allclose(r.raw_maps, backward.raw[0].numpy(), rtol=1e-4, atol=1e-6)
+    other = explain(r.image, classes=ELEPHANTS, method=method, backbone=lite0, layer="blocks.6")
+    assert other.timings["closed_form"] == 0.0
+
+
 def test_default_classes_are_the_top_predictions(fixtures_dir, lite0):
     r = explain(_photo(fixtures_dir, "hammerhead", "acuity_*"), backbone=lite0, top_k=3)
     assert r.classes == [i for i, _, _ in r.top(3)]
