@@ -72,6 +72,13 @@ def test_overlay_alpha_ends_and_middle() -> None:
     assert np.array_equal(np.asarray(overlay(image, m, alpha=1.0)), colorize(m))
     half = overlay(solid((100, 100, 100)), np.zeros((4, 4)), alpha=0.5)
     assert px(half, 3, 3) == [50, 50, 114]
+    for alpha in (0.5, 0.3, 0.45):  # the blend is (1 - alpha) * image + alpha * heat, rounded (within a level)
+        expected = (1 - alpha) * np.asarray(image, np.float64) + alpha * colorize(m).astype(np.float64)
+        got = np.asarray(overlay(image, m, alpha=alpha), np.float64)
+        if alpha == 0.5:  # exact halves: rounded like np.rint
+            assert np.array_equal(got, np.rint(expected))
+        else:  # OpenCV blends in float32: at most one level beyond the rounding
+            assert np.abs(got - expected).max() <= 1.5
 
 
 def test_overlay_resizes_the_map_bilinearly() -> None:
