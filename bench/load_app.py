@@ -37,6 +37,7 @@ SERVER = """
 import sys
 import torch
 import app
+app.single_malloc_arena()  # as `python app.py` does
 if int(sys.argv[2]) > 0:
     torch.set_num_threads(int(sys.argv[2]))
 else:
@@ -142,6 +143,8 @@ class Tally:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
     failures: list[str] = field(default_factory=list)
     memory_first: dict[str, float] = field(default_factory=dict)
+    every: int = 50  # the server's VmRSS is also read every this many requests (0: never)
+    trace: list[tuple[int, float]] = field(default_factory=list)  # (requests done, VmRSS MB)
 
     def claim(self) -> int | None:
         """The next request number, or None when the count or the time is up."""
@@ -157,8 +160,11 @@ class Tally:
                 self.latencies.append(latency)
             else:
                 self.failures.append(error or "unknown")
-            if len(self.latencies) + len(self.failures) == self.first:
+            done = len(self.latencies) + len(self.failures)
+            if done == self.first:
                 self.memory_first = tree_memory(self.server_pid)
+            if self.every and done % self.every == 0:
+                self.trace.append((done, round(tree_memory(self.server_pid)["VmRSS"], 1)))
 
 
 def client_loop(url: str, photos: list[Path], group: str, tally: Tally, seed: int) -> None:
@@ -188,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--first", type=int, default=10, help="memory is read after this many requests too")
+    parser.add_argument("--memory-every", type=int, default=50, help="and every this many requests (0: never)")
     parser.add_argument("--max-seconds", type=float, default=1800.0)
     parser.add_argument("--group", default="elephants", help="a gallery id (its species are the classes)")
     parser.add_argument("--photos", type=Path, nargs="*", help="default: the elephant photos of TEACHING_FIXTURES")
@@ -220,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         report["memory_idle_MB"] = tree_memory(server.pid)
         report["loadavg_start"] = os.getloadavg()
         report["busy_start"] = busy_processes()
-        tally = Tally(args.requests, args.first, server.pid, time.monotonic() + args.max_seconds)
+        deadline = time.monotonic() + args.max_seconds
+        tally = Tally(args.requests, args.first, server.pid, deadline, every=args.memory_every)
         threads = [
             threading.Thread(target=client_loop, args=(url, photos, args.group, tally, i), daemon=True)
             for i in range(args.clients)
@@ -262,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(ms)
         else {},
         memory_first_MB=tally.memory_first,
+        memory_trace_MB=tally.trace,
         first=args.first,
     )
     rss_growth = report["memory_last_MB"].get("VmRSS", 0.0) - tally.memory_first.get("VmRSS", 0.0)

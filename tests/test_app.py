@@ -136,3 +136,13 @@ def test_each_concurrent_request_gets_its_share_of_the_cores(monkeypatch: pytest
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
     n = len(calls)
     assert app.configure_threads() == 0 and len(calls) == n
+
+
+def test_one_malloc_arena_on_glibc_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert app.single_malloc_arena() is False  # the user's setting stands
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert app.single_malloc_arena() is True
