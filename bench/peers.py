@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from teaching.accel import FastCAM, prepare_model
-from teaching.cams import METHODS, CamOutput, GradientCAM, compute_cams, find_layer, upsample
+from teaching.cams import METHODS, CamOutput, GradientCAM, compute_cams, find_layer
+from teaching.maps import upsample
 
 OUR_NAMES = {"guided": "guided_backprop"}  # benchmark method name -> engine method name, where they differ
 

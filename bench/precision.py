@@ -5,7 +5,7 @@
 
 For each autocast dtype and method: FastCAM (channels_last + autocast, CUDA graphs on CUDA) against `compute_cams` in
 float32 on the real efficientnet_lite0 weights and each photo's top-3 classes. Reported per map after
-`cams.upsample` (min-max scaled to [0, 1] at input size): the max and median of the max abs difference, and the
+`maps.upsample` (min-max scaled to [0, 1] at input size): the max and median of the max abs difference, and the
 lowest Pearson correlation; plus the largest logit difference.
 """
 
@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from teaching.accel import FastCAM
-from teaching.cams import compute_cams, upsample
+from teaching.cams import compute_cams
 from teaching.images import load_image
+from teaching.maps import upsample
 from teaching.models import load_backbone
 
 REPO = Path(__file__).resolve().parents[1]

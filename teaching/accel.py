@@ -9,7 +9,7 @@ left on a GPU at batch 1 is launch overhead and float32 arithmetic; `FastCAM` re
   later calls copy the input and the class indices into the graph's static buffers and replay it.
 
 Precision (`python -m bench.precision`): on 12 ImageNet validation photos with the real efficientnet_lite0 weights
-and their top-3 classes, the maps after `cams.upsample` (each min-max scaled to [0, 1]) differed from float32 by at
+and their top-3 classes, the maps after `maps.upsample` (each min-max scaled to [0, 1]) differed from float32 by at
 most 0.009 in float16 and 0.11 in bfloat16 (gradcam, gradcampp, layercam, cam; correlation >= 0.9999 and >= 0.995).
 `TOLERANCE` holds the bounds we state and test. float16 keeps three more mantissa bits than bfloat16, which is why it
 is the CUDA default. The bounds hold for classes the model gives some evidence for: a map whose positive part is tiny
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from teaching.models import Backbone
 
 TOLERANCE: dict[torch.dtype, float] = {torch.float16: 0.03, torch.bfloat16: 0.15}
-"""Max abs difference of normalised maps (`cams.upsample`) against float32 that each autocast dtype may reach."""
+"""Max abs difference of normalised maps (`maps.upsample`) against float32 that each autocast dtype may reach."""
 
 GRAPH_METHODS = (
     "gradcam",

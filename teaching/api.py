@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teaching.cams import METHODS, GradientCAM, compute_cams, group_contrast, upsample
+from teaching.cams import METHODS, GradientCAM, compute_cams, group_contrast
 from teaching.errors import MethodError
 from teaching.images import load_image
 from teaching.labels import resolve_classes
+from teaching.maps import upsample
 from teaching.models import DEFAULT_BACKBONE, Backbone, load_backbone
 
 

@@ -34,9 +34,10 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from teaching import metrics
-from teaching.cams import compute_cams, find_layer, minmax, upsample
+from teaching.cams import compute_cams, find_layer
 from teaching.errors import TeachingError
 from teaching.images import load_image
+from teaching.maps import minmax, upsample
 from teaching.models import BACKBONES, DEFAULT_BACKBONE, Backbone, load_backbone
 
 SPECIES_GROUPS: dict[str, tuple[int, ...]] = {  # the app's look-alike groups (galleries/*.toml), ImageNet indices

@@ -46,9 +46,9 @@ from teaching.cams import (
     class_scores,
     compute_cams,
     register,
-    upsample,
 )
 from teaching.errors import MethodError, ModelError
+from teaching.maps import upsample
 
 INTERPOLATIONS = ("bilinear", "nearest")
 

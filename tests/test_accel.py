@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from teaching.accel import TOLERANCE, FastCAM, accelerate, class_table, prepare_model
-from teaching.cams import compute_cams, upsample
+from teaching.cams import compute_cams
 from teaching.errors import MethodError
+from teaching.maps import upsample
 from teaching.models import load_backbone
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

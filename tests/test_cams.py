@@ -22,10 +22,6 @@ from teaching.cams import (
     METHODS,
     GradCAM,
     GradientCAM,
-    _bilinear_weights,
-    _cell_end_weights,
-    _resize,
-    _resized_extremes,
     batched_grad,
     class_scores,
     compute_cams,
@@ -34,11 +30,10 @@ from teaching.cams import (
     find_layer,
     forward_with_activation,
     gap_linear_grads,
-    minmax,
     spatially_constant,
-    upsample,
 )
 from teaching.errors import MethodError
+from teaching.maps import _bilinear_weights, _cell_end_weights, _resize, _resized_extremes, minmax, upsample
 from teaching.models import load_backbone
 from teaching.perturb import channel_masks
 

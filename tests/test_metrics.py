@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from teaching import metrics
-from teaching.cams import compute_cams, upsample
+from teaching.cams import compute_cams
+from teaching.maps import upsample
 
 S = 32  # side of the synthetic images
 

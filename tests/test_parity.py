@@ -26,9 +26,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torchcam.methods import SmoothGradCAMpp as TorchCamSmoothGradCAMpp
 
-from teaching.cams import METHODS, compute_cams, find_layer, upsample
+from teaching.cams import METHODS, compute_cams, find_layer
 from teaching.errors import MethodError
 from teaching.images import load_image
+from teaching.maps import upsample
 from teaching.models import load_backbone
 from teaching.smooth import noise_samples
 
