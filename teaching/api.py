@@ -139,11 +139,8 @@ def explain(
     img = load_image(image)
     x, box = bb.preprocess(img)
     t2 = time.perf_counter()
-    if classes is None or len(classes) == 0:
-        with torch.no_grad():
-            targets = bb.model(x)[0].topk(top_k).indices.tolist()
-    else:
-        targets = resolve_classes(classes, bb.labels)
+    # left to the prediction, the classes come from the method's own forward pass (see compute_cams)
+    targets = resolve_classes(classes, bb.labels) if classes is not None and len(classes) else None
     versus_idx = resolve_classes([versus], bb.labels)[0] if versus is not None else None
     if method == "cam" and not bb.spec.gap_linear:
         raise MethodError(f"the closed-form CAM needs a global-average-pool + linear head; {bb.name} has none")
@@ -152,9 +149,20 @@ def explain(
     closed_form = method == "cam" or (method in METHODS and isinstance(METHODS[method](), GradientCAM))
     linear = dict(bb.model.named_modules())[bb.spec.classifier] if closed_form and bb.spec.gap_linear else None
     out = compute_cams(
-        bb.model, x, targets, method, layer or bb.spec.target_layer, contrast, versus_idx, linear, **options
+        bb.model,
+        x,
+        targets,
+        method,
+        layer or bb.spec.target_layer,
+        contrast,
+        versus_idx,
+        linear,
+        top_k=top_k,
+        **options,
     )
     t3 = time.perf_counter()
+    assert out.classes is not None  # compute_cams always sets them
+    targets = out.classes[0].tolist()
     probs = torch.softmax(out.logits.float(), dim=1)[0]
     attributions = out.attributions[0].float().cpu().numpy() if out.attributions is not None else None
     t4 = time.perf_counter()

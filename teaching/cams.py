@@ -53,6 +53,7 @@ class CamOutput:
     attributions: torch.Tensor | None = None  # (B, k, 3, H, W) signed pixel attributions (guided methods)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (+ "closed_form": see GradientCAM)
     signed: torch.Tensor | None = None  # (B, k, h, w) maps before ReLU, for methods linear in the class score
+    classes: torch.Tensor | None = None  # (B, k) the classes of the maps (set by compute_cams)
 
 
 # --- layers and hooks ------------------------------------------------------------------------------------------
@@ -271,6 +272,14 @@ class CamRequest:
     contrast: str | None = None
     versus: int | None = None
     options: dict[str, object] = field(default_factory=dict)
+    top_k: int = 0  # > 0: `classes` is still to be chosen, the top_k of each image from the method's forward pass
+
+    def targets(self, logits: torch.Tensor) -> torch.Tensor:
+        """The (B, k) target classes, taken from this pass's logits when they were left to the prediction."""
+        if self.top_k:
+            self.classes = logits.detach().topk(self.top_k, dim=1).indices
+            self.top_k = 0
+        return self.classes
 
     def integer(self, name: str, default: int, minimum: int = 0) -> int:
         """The whole-number option `name`, or a MethodError when it is not an integer >= minimum."""
@@ -290,10 +299,15 @@ class CamRequest:
 
 
 class CamMethod:
-    """A CAM method: `run` returns the raw maps (B, k, h, w) after ReLU and the logits of the same pass."""
+    """A CAM method: `run` returns the raw maps (B, k, h, w) after ReLU and the logits of the same pass.
+
+    `picks_classes`: `run` reads its targets through `req.targets(logits)` after its forward pass, so classes left
+    to the prediction cost no extra pass; for the other methods `compute_cams` predicts them first.
+    """
 
     name = ""
     uses_layer = True
+    picks_classes = False
 
     def run(self, req: CamRequest) -> CamOutput:
         raise NotImplementedError
@@ -311,12 +325,13 @@ class GradientCAM(CamMethod):
     """
 
     linear_in_score = False
+    picks_classes = True
 
     def run(self, req: CamRequest) -> CamOutput:
         t0 = time.perf_counter()
         acts, logits = forward_with_activation(req.model, req.x, req.layer)
         t1 = time.perf_counter()
-        scores = class_scores(logits, req.classes, req.contrast, req.versus)  # (B, k)
+        scores = class_scores(logits, req.targets(logits), req.contrast, req.versus)  # (B, k)
         linear = req.options.get("linear")
         grads = None
         if isinstance(linear, nn.Module):
@@ -425,6 +440,7 @@ class ClosedFormCAM(CamMethod):
     """
 
     name = "cam"
+    picks_classes = True
 
     def run(self, req: CamRequest) -> CamOutput:
         t0 = time.perf_counter()
@@ -434,7 +450,7 @@ class ClosedFormCAM(CamMethod):
         with torch.no_grad():
             acts, logits = forward_with_activation(req.model, req.x, req.layer, detach=False)
             t1 = time.perf_counter()
-            class_scores(logits, req.classes, req.contrast, req.versus)  # checks the targets
+            class_scores(logits, req.targets(logits), req.contrast, req.versus)  # checks the targets
             all_w = linear.weight.float()  # (num_classes, C)
             w = all_w[req.classes]  # (B, k, C)
             if req.contrast is not None:
@@ -497,7 +513,7 @@ def get_method(name: str) -> CamMethod:
 def compute_cams(
     model: nn.Module,
     x: torch.Tensor,
-    classes: Sequence[int] | torch.Tensor,
+    classes: Sequence[int] | torch.Tensor | None,
     method: str = "gradcam",
     layer: str = "",
     contrast: str | None = None,
@@ -514,7 +530,9 @@ def compute_cams(
     Args:
         model: any classifier returning logits (B, num_classes).
         x: (B, 3, H, W) preprocessed input on the model's device.
-        classes: k class indices shared by all images, or a (B, k) tensor of per-image indices.
+        classes: k class indices shared by all images, or a (B, k) tensor of per-image indices; None for the
+            `top_k` (an option, default 3) most probable classes of each image, read from the method's own forward
+            pass where it can (gradient methods, CAM), else from one pass before. `CamOutput.classes` has them.
         method: a key of METHODS.
         layer: dotted target layer name (ignored by pixel-space methods).
         contrast: None, "group" or "pair" (see `class_scores`).
@@ -529,17 +547,27 @@ def compute_cams(
     weight = next(model.parameters(), None)
     if weight is not None and weight.is_floating_point() and x.dtype != weight.dtype:
         x = x.to(weight.dtype)
-    cls = torch.as_tensor(classes, dtype=torch.long, device=x.device)
-    if cls.ndim == 1:
-        cls = cls.unsqueeze(0).expand(x.shape[0], -1)  # (B, k)
-    if cls.ndim != 2 or cls.shape[0] != x.shape[0]:
-        raise MethodError(f"classes must be k indices or a (batch, k) table; got shape {tuple(cls.shape)}")
     target = find_layer(model, layer) if impl.uses_layer else model
     if linear is not None:
         options["linear"] = linear
-    req = CamRequest(model, x, cls, layer, target, contrast, versus, options)
+    pick, top_k = 0, options.pop("top_k", 3)  # pick > 0: the method takes the top `pick` from its own pass
     with eval_mode(model):
+        if classes is None:
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                raise MethodError(f"top_k={top_k!r} must be a whole number >= 1")
+            if impl.picks_classes:
+                pick, classes = top_k, torch.zeros(x.shape[0], 0, dtype=torch.long)  # (B, 0) until the pass
+            else:
+                with torch.no_grad():
+                    classes = model(x).topk(top_k, dim=1).indices
+        cls = torch.as_tensor(classes, dtype=torch.long, device=x.device)
+        if cls.ndim == 1:
+            cls = cls.unsqueeze(0).expand(x.shape[0], -1)  # (B, k)
+        if cls.ndim != 2 or cls.shape[0] != x.shape[0]:
+            raise MethodError(f"classes must be k indices or a (batch, k) table; got shape {tuple(cls.shape)}")
+        req = CamRequest(model, x, cls, layer, target, contrast, versus, options, top_k=pick)
         out = impl.run(req)
+    out.classes = req.classes
     out.raw = torch.nan_to_num(out.raw.float(), nan=0.0)
     if out.signed is not None:
         out.signed = torch.nan_to_num(out.signed.float(), nan=0.0)

@@ -522,3 +522,32 @@ def test_importing_any_engine_module_registers_every_method(first):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert set(OURS) <= set(out)
     assert set(OURS) <= set(METHODS)
+
+
+# --- classes left to the prediction -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "passes"),
+    [("gradcam", 1), ("cam", 1), ("layercam", 1), ("contrastive", 1), ("occlusion", None), ("guided_backprop", None)],
+)
+def test_classes_left_to_the_prediction_come_from_the_same_pass(tiny, method, passes):
+    """classes=None: the top_k classes of each image; the gradient methods and CAM read them from their own forward
+    pass (one pass in all), the others predict them first. The maps are those of the same classes given."""
+    x = image(3, batch=2)
+    with torch.no_grad():
+        expected = tiny(x).topk(3, dim=1).indices  # (2, 3): per image
+    calls = []
+    handle = tiny.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        out = run(tiny, x, None, method, top_k=3)
+    finally:
+        handle.remove()
+    assert torch.equal(out.classes, expected)
+    if passes is not None:
+        assert len(calls) == passes
+    given = run(tiny, x, expected, method)
+    torch.testing.assert_close(out.raw, given.raw, rtol=1e-5, atol=1e-6)
+    assert torch.equal(given.classes, expected)
+    with pytest.raises(MethodError, match=r"top_k=0 must be a whole number >= 1"):
+        run(tiny, x, None, method, top_k=0)
