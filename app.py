@@ -1,8 +1,8 @@
 """The web app: layout and event wiring only; everything it shows comes from `teaching.service`.
 
 Run with `python app.py` (http://127.0.0.1:7860; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change where it listens).
-Named endpoints for `gradio_client`: /explain (photo, group id[, method, backbone]) -> grid image, top-5,
-PNG file, sentence; /gallery, /compare, /start_quiz, /quiz_answer, /quiz_next.
+Named endpoints for `gradio_client`: /explain (photo, group id[, method, backbone]) -> grid image (JPEG), top-5,
+sentence; /gallery, /compare, /start_quiz, /quiz_answer, /quiz_next.
 """
 
 from __future__ import annotations

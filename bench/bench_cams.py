@@ -36,6 +36,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+# torch reads this at its first allocation: large CPU tensors on transparent huge pages (see teaching/__main__.py);
+# 1000 maps upsampled to 224 x 224 take half the time (docs/PERFORMANCE.md). THP_MEM_ALLOC_ENABLE=0 turns it off.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -332,6 +336,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
         "python": platform.python_version(),
         "versions": versions,
         "loadavg_start": os.getloadavg(),
