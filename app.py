@@ -27,7 +27,7 @@ CONCURRENCY = 2  # requests computed at the same time (the model is shared and t
 CLICK_JS = "() => (document.querySelector('#ID button') ?? document.querySelector('#ID'))?.click()"
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 STATE_TTL_S = 3600  # a session's last grid is kept this long for its PNG download
-CACHE_SWEEP = (600, 3600)  # every 10 minutes, delete cached files older than an hour
+CACHE_SWEEP = (1800, 4 * 3600)  # every 30 minutes, delete cached files older than 4 hours (a school morning)
 TICK_S = 0.5  # how often the quiz checks whether Next may be enabled
 CSS = "#grid img, #matrix img { object-fit: contain; } .note { font-size: 0.95em; }"
 
@@ -165,7 +165,8 @@ def build_demo() -> gr.Blocks:
     methods = service.method_choices(service.EXPLORE_METHODS)
     compare_methods = service.method_choices(service.COMPARE_METHODS)
     backbones = service.available_backbones()
-    # uploads and results older than an hour leave Gradio's cache every 10 minutes (a classroom server runs for days)
+    # old uploads, results and gallery copies leave Gradio's cache (a classroom server runs for days); a page open
+    # for longer than CACHE_SWEEP's age may lose its gallery thumbnails until it is reloaded
     with gr.Blocks(title="Machine teaching with Grad-CAM", delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Explore"):
