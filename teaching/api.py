@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teaching.cams import METHODS, GradientCAM, compute_cams, group_contrast
+from teaching.cams import ClosedFormCAM, GradientCAM, compute_cams, get_method, group_contrast
 from teaching.errors import MethodError
 from teaching.images import load_image
 from teaching.labels import resolve_classes
@@ -146,7 +146,7 @@ def explain(
         raise MethodError(f"the closed-form CAM needs a global-average-pool + linear head; {bb.name} has none")
     # the head lets `cam` work at all and the gradient methods skip the backward pass where the target layer
     # feeds global-average-pool + linear (compute_cams checks that on every pass and falls back otherwise)
-    closed_form = method == "cam" or (method in METHODS and isinstance(METHODS[method](), GradientCAM))
+    closed_form = isinstance(get_method(method), GradientCAM | ClosedFormCAM)
     linear = dict(bb.model.named_modules())[bb.spec.classifier] if closed_form and bb.spec.gap_linear else None
     out = compute_cams(
         bb.model,

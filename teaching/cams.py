@@ -233,13 +233,20 @@ def gap_linear_grads(
         return None
     if not isinstance(linear, nn.Linear) or not feeds_gap_linear(acts, logits, linear):
         return None
-    all_w = linear.weight.detach().float()  # (num_classes, C)
-    w = all_w[classes]  # (B, k, C)
-    if contrast is not None:
-        w = w - _contrast_weights(w, all_w, contrast, versus)
+    w = head_rows(linear, classes, contrast, versus)  # (B, k, C)
     h, wd = acts.shape[-2:]
     g = (w / (h * wd)).transpose(0, 1)  # (k, B, C)
     return g[..., None, None].expand(*g.shape, h, wd)
+
+
+def head_rows(
+    linear: nn.Linear, classes: torch.Tensor, contrast: str | None = None, versus: int | None = None
+) -> torch.Tensor:
+    """The head's weight rows of the targets, (B, k, C) in float32, with the same contrast as `class_scores`:
+    dy/d(pooled features) of each target score."""
+    all_w = linear.weight.detach().float()  # (num_classes, C)
+    w = all_w[classes]  # (B, k, C)
+    return w if contrast is None else w - _contrast_weights(w, all_w, contrast, versus)
 
 
 def batched_grad(scores: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
@@ -451,10 +458,7 @@ class ClosedFormCAM(CamMethod):
             acts, logits = forward_with_activation(req.model, req.x, req.layer, detach=False)
             t1 = time.perf_counter()
             class_scores(logits, req.targets(logits), req.contrast, req.versus)  # checks the targets
-            all_w = linear.weight.float()  # (num_classes, C)
-            w = all_w[req.classes]  # (B, k, C)
-            if req.contrast is not None:
-                w = w - _contrast_weights(w, all_w, req.contrast, req.versus)
+            w = head_rows(linear, req.classes, req.contrast, req.versus)  # (B, k, C)
             signed = torch.einsum("bkc,bchw->bkhw", w, acts.float())  # (B, k, h, w)
         timings = {"forward": t1 - t0, "maps": time.perf_counter() - t1}
         return CamOutput(F.relu(signed), logits.detach(), req.layer_name, signed=signed, timings=timings)

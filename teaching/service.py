@@ -204,7 +204,7 @@ def _a(name: str) -> str:
 
 def save_png(image: Image.Image, prefix: str = "grid") -> Path:
     """Write the image as PNG (for download) into this process's temp folder and return the path."""
-    return _save(to_png_bytes(image, compress_level=1), prefix, "png")  # made on every request: speed over size
+    return _save(to_png_bytes(image, compress_level=1), prefix, "png")  # level 1: twice as fast as 6, larger
 
 
 def save_jpeg(image: Image.Image, prefix: str = "grid") -> Path:
