@@ -1,31 +1,24 @@
 """The web app: layout and event wiring only; everything it shows comes from `teaching.service`.
 
 Run with `python app.py` (http://127.0.0.1:7860; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change where it listens).
-Named endpoints for `gradio_client`: /explain (photo, group id[, method, backbone]) -> grid image (JPEG), top-5,
+Named endpoints for `gradio_client`: /explore (photo, group id[, method, backbone]) -> grid image (JPEG), top-5,
 sentence; /gallery, /compare, /start_quiz, /quiz_answer, /quiz_next.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
-import torch
 from PIL import Image
 
-from teaching import service
+from teaching import server, service
 from teaching.errors import TeachingError
-from teaching.models import DEFAULT_BACKBONE, OFFLINE_BACKBONES
 
 QUEUE_SIZE = 32  # requests waiting at most; more are refused with "the queue is full"
-CONCURRENCY = 2  # requests computed at the same time (the model is shared and thread-safe)
 CLICK_JS = "() => (document.querySelector('#ID button') ?? document.querySelector('#ID'))?.click()"
-M_ARENA_MAX = -8  # glibc's mallopt parameter number
 STATE_TTL_S = 3600  # a session's last grid is kept this long for its PNG download
 CACHE_SWEEP = (1800, 4 * 3600)  # every 30 minutes, delete cached files older than 4 hours (a school morning)
 TICK_S = 0.5  # how often the quiz checks whether Next may be enabled
@@ -63,11 +56,11 @@ def _path(payload: dict[str, Any] | str | None) -> str | None:
 
 
 @_user_errors
-def explain(
+def explore(
     image: dict[str, Any] | None,
     group_id: str,
     method: str = "gradcam",
-    backbone: str = DEFAULT_BACKBONE,
+    backbone: str = service.DEFAULT_BACKBONE,
 ) -> tuple[str, dict[str, float], str, Image.Image]:
     """Explain a photo for every species of a group: the grid (JPEG), the top-5, a sentence, and the grid kept in
     the session for a PNG download."""
@@ -158,146 +151,128 @@ def _photo_input(label: str, elem_id: str) -> gr.Image:
     )
 
 
+def _png_download(button: gr.Button, shown: gr.State, file: gr.DownloadButton, prefix: str) -> None:
+    """Encode the shown grid as PNG when the button is clicked, then click the hidden download button.
+
+    An encode per explore would cost a fifth of the server's CPU for a file few learners download.
+    """
+    made = button.click(functools.partial(grid_png, prefix=prefix), shown, file, api_visibility="private")
+    made.success(None, js=CLICK_JS.replace("ID", str(file.elem_id)))
+
+
+def _explore_tab(demo: gr.Blocks, groups: list[tuple[str, str]], first: str, backbones: list[str]) -> None:
+    """The Explore tab: a group, a photo (upload or gallery), method and model; the grid, the top-5, a download."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            group = gr.Dropdown(groups, value=first, label="Species group")
+            photo = _photo_input("Photo: upload, webcam or paste, or pick one below", "photo")
+            with gr.Row():
+                method = gr.Dropdown(service.method_choices(service.EXPLORE_METHODS), value="gradcam", label="Method")
+                backbone = gr.Dropdown(backbones, value=service.DEFAULT_BACKBONE, label="Model")
+            run = gr.Button("Explain", variant="primary")
+            photos = gr.Gallery(
+                label="Photos of the group (click one)",
+                columns=4,
+                height=260,
+                allow_preview=False,
+                elem_id="gallery",
+            )
+            missing = gr.Markdown(elem_classes="note")
+            with gr.Accordion("Photo credits", open=False):
+                credits = gr.Markdown(elem_classes="note")
+        with gr.Column(scale=3):
+            note = gr.Markdown()
+            grid = gr.Image(label="Maps per species", show_label=False, type="pil", format="jpeg", elem_id="grid")
+            top5 = gr.Label(num_top_classes=service.TOP_N, label="Top-5 predictions (all 1000 classes)")
+            download = gr.Button("Download the grid (PNG)", elem_id="download")
+            download_file = gr.DownloadButton(visible="hidden", elem_id="download-file")
+    paths = gr.State([])
+    shown_grid = gr.State(None, time_to_live=STATE_TTL_S)
+
+    gallery_outputs = [photos, credits, missing, paths]
+    demo.load(show_gallery, group, gallery_outputs, api_name="gallery")
+    group.change(show_gallery, group, gallery_outputs, api_visibility="private")
+    photos.select(pick_photo, paths, photo, api_visibility="private")
+    run.click(
+        explore, [photo, group, method, backbone], [grid, top5, note, shown_grid], api_name="explore", preprocess=False
+    )
+    _png_download(download, shown_grid, download_file, "explore")
+
+
+def _compare_tab(backbones: list[str]) -> None:
+    """The Compare tab: a photo, methods and models; the matrix and its download."""
+    gr.Markdown(service.SANITY_NOTE, elem_classes="note")
+    with gr.Row():
+        photo = _photo_input("Photo", "photo-compare")
+        with gr.Column():
+            methods = gr.CheckboxGroup(
+                service.method_choices(service.COMPARE_METHODS),
+                value=service.default_compare_methods(),
+                label="Methods",
+            )
+            models = gr.CheckboxGroup(backbones, value=service.default_compare_backbones(), label="Models")
+            run = gr.Button("Compare", variant="primary")
+    matrix = gr.Image(label="Models x methods", show_label=False, type="pil", format="jpeg", elem_id="matrix")
+    download = gr.Button("Download the matrix (PNG)", elem_id="download-compare")
+    download_file = gr.DownloadButton(visible="hidden", elem_id="download-compare-file")
+    shown_matrix = gr.State(None, time_to_live=STATE_TTL_S)
+
+    run.click(compare, [photo, methods, models], [matrix, shown_matrix], api_name="compare", preprocess=False)
+    _png_download(download, shown_matrix, download_file, "compare")
+
+
+def _quiz_tab(groups: list[tuple[str, str]], first: str) -> None:
+    """The Quiz tab: a group and the numbers of photos; then photo, answer, feedback, Next, and the score."""
+    gr.Markdown(QUIZ_INTRO)
+    with gr.Row():
+        group = gr.Dropdown(groups, value=first, label="Species group")
+        n_teach = gr.Slider(0, 12, value=6, step=1, label="Teaching photos")
+        n_test = gr.Slider(1, 12, value=6, step=1, label="Test photos")
+        start = gr.Button("Start the quiz", variant="primary")
+    status = gr.Markdown()
+    with gr.Row():
+        with gr.Column(scale=2):
+            photo = gr.Image(label="Which species is this?", interactive=False, height=340, visible=False)
+            choice = gr.Radio([], label="Your answer", visible=False)
+            answer = gr.Button("Answer", variant="primary", visible=False)
+        with gr.Column(scale=3):
+            feedback = gr.Markdown()
+            explanation = gr.Image(
+                label="Where the difference is",
+                show_label=False,
+                interactive=False,
+                visible=False,
+                elem_id="explanation",
+            )
+            next_q = gr.Button("Next", interactive=False, visible=False)
+    score = gr.Markdown()
+    state = gr.State(None)
+    timer = gr.Timer(TICK_S, active=False)
+
+    outputs = [state, status, photo, choice, answer, feedback, explanation, next_q, score, timer]
+    start.click(start_quiz, [group, n_teach, n_test], outputs, api_name="start_quiz")
+    answer.click(quiz_answer, [state, choice], outputs, api_name="quiz_answer")
+    next_q.click(quiz_next, state, outputs, api_name="quiz_next")
+    timer.tick(enable_next, state, [next_q, timer], api_visibility="private", show_progress="hidden")
+
+
 def build_demo() -> gr.Blocks:
     """The three tabs (Explore, Compare, Quiz) and their events."""
     groups = service.group_choices()
     first = service.default_group()
-    methods = service.method_choices(service.EXPLORE_METHODS)
-    compare_methods = service.method_choices(service.COMPARE_METHODS)
     backbones = service.available_backbones()
     # old uploads, results and gallery copies leave Gradio's cache (a classroom server runs for days); a page open
     # for longer than CACHE_SWEEP's age may lose its gallery thumbnails until it is reloaded
     with gr.Blocks(title="Machine teaching with Grad-CAM", delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Explore"):
-            with gr.Row():
-                with gr.Column(scale=2):
-                    group = gr.Dropdown(groups, value=first, label="Species group")
-                    photo = _photo_input("Photo: upload, webcam or paste, or pick one below", "photo")
-                    with gr.Row():
-                        method = gr.Dropdown(methods, value="gradcam", label="Method")
-                        backbone = gr.Dropdown(backbones, value=DEFAULT_BACKBONE, label="Model")
-                    run = gr.Button("Explain", variant="primary")
-                    photos = gr.Gallery(
-                        label="Photos of the group (click one)",
-                        columns=4,
-                        height=260,
-                        allow_preview=False,
-                        elem_id="gallery",
-                    )
-                    missing = gr.Markdown(elem_classes="note")
-                    with gr.Accordion("Photo credits", open=False):
-                        credits = gr.Markdown(elem_classes="note")
-                with gr.Column(scale=3):
-                    note = gr.Markdown()
-                    grid = gr.Image(
-                        label="Maps per species", show_label=False, type="pil", format="jpeg", elem_id="grid"
-                    )
-                    top5 = gr.Label(num_top_classes=service.TOP_N, label="Top-5 predictions (all 1000 classes)")
-                    download = gr.Button("Download the grid (PNG)", elem_id="download")
-                    download_file = gr.DownloadButton(visible="hidden", elem_id="download-file")
-            paths = gr.State([])
-            shown_grid = gr.State(None, time_to_live=STATE_TTL_S)
+            _explore_tab(demo, groups, first, backbones)
         with gr.Tab("Compare"):
-            gr.Markdown(service.SANITY_NOTE, elem_classes="note")
-            with gr.Row():
-                photo_c = _photo_input("Photo", "photo-compare")
-                with gr.Column():
-                    methods_c = gr.CheckboxGroup(
-                        compare_methods, value=service.default_compare_methods(), label="Methods"
-                    )
-                    backbones_c = gr.CheckboxGroup(backbones, value=list(OFFLINE_BACKBONES), label="Models")
-                    run_c = gr.Button("Compare", variant="primary")
-            matrix = gr.Image(label="Models x methods", show_label=False, type="pil", format="jpeg", elem_id="matrix")
-            download_c = gr.Button("Download the matrix (PNG)", elem_id="download-compare")
-            download_file_c = gr.DownloadButton(visible="hidden", elem_id="download-compare-file")
-            shown_matrix = gr.State(None, time_to_live=STATE_TTL_S)
+            _compare_tab(backbones)
         with gr.Tab("Quiz"):
-            gr.Markdown(QUIZ_INTRO)
-            with gr.Row():
-                group_q = gr.Dropdown(groups, value=first, label="Species group")
-                n_teach = gr.Slider(0, 12, value=6, step=1, label="Teaching photos")
-                n_test = gr.Slider(1, 12, value=6, step=1, label="Test photos")
-                start = gr.Button("Start the quiz", variant="primary")
-            status = gr.Markdown()
-            with gr.Row():
-                with gr.Column(scale=2):
-                    photo_q = gr.Image(label="Which species is this?", interactive=False, height=340, visible=False)
-                    choice = gr.Radio([], label="Your answer", visible=False)
-                    answer = gr.Button("Answer", variant="primary", visible=False)
-                with gr.Column(scale=3):
-                    feedback = gr.Markdown()
-                    explanation = gr.Image(
-                        label="Where the difference is",
-                        show_label=False,
-                        interactive=False,
-                        visible=False,
-                        elem_id="explanation",
-                    )
-                    next_q = gr.Button("Next", interactive=False, visible=False)
-            score = gr.Markdown()
-            state = gr.State(None)
-            timer = gr.Timer(TICK_S, active=False)
-
-        gallery_outputs = [photos, credits, missing, paths]
-        demo.load(show_gallery, group, gallery_outputs, api_name="gallery")
-        group.change(show_gallery, group, gallery_outputs, api_visibility="private")
-        photos.select(pick_photo, paths, photo, api_visibility="private")
-        run.click(
-            explain,
-            [photo, group, method, backbone],
-            [grid, top5, note, shown_grid],
-            api_name="explain",
-            preprocess=False,
-        )
-        run_c.click(
-            compare, [photo_c, methods_c, backbones_c], [matrix, shown_matrix], api_name="compare", preprocess=False
-        )
-        # the PNG is encoded when asked for, then the hidden download button is clicked (an encode per explain
-        # would cost a fifth of the server's CPU for a file few learners download)
-        for button, state, file, prefix in (
-            (download, shown_grid, download_file, "explore"),
-            (download_c, shown_matrix, download_file_c, "compare"),
-        ):
-            made = button.click(functools.partial(grid_png, prefix=prefix), state, file, api_visibility="private")
-            made.success(None, js=CLICK_JS.replace("ID", str(file.elem_id)))
-        quiz_outputs = [state, status, photo_q, choice, answer, feedback, explanation, next_q, score, timer]
-        start.click(start_quiz, [group_q, n_teach, n_test], quiz_outputs, api_name="start_quiz")
-        answer.click(quiz_answer, [state, choice], quiz_outputs, api_name="quiz_answer")
-        next_q.click(quiz_next, state, quiz_outputs, api_name="quiz_next")
-        timer.tick(enable_next, state, [next_q, timer], api_visibility="private", show_progress="hidden")
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+            _quiz_tab(groups, first)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=server.CONCURRENCY)
     return demo
-
-
-def configure_threads() -> int:
-    """Give each of the CONCURRENCY requests its share of the CPU cores for torch, unless OMP_NUM_THREADS is set.
-
-    torch's default is a thread per core for every request at once: two requests on two cores then run four
-    compute threads. One thread per request measured 9% less CPU per request and p50 308 vs 349 ms with 4 clients
-    (docs/PERFORMANCE.md). Returns the number of threads set (0 when left alone).
-    """
-    if os.environ.get("OMP_NUM_THREADS"):
-        return 0
-    threads = max(1, (os.cpu_count() or 1) // CONCURRENCY)
-    torch.set_num_threads(threads)
-    return threads
-
-
-def single_malloc_arena() -> bool:
-    """Have glibc's malloc use one arena for all threads (unless MALLOC_ARENA_MAX is set); True when set.
-
-    glibc gives threads that allocate at the same time their own arenas (up to 8 per core), and Gradio computes
-    requests on a pool of worker threads: under 4 clients the server's resident set climbed by 35-57 MB over its
-    first 150 requests to a plateau near 1,010 MB. With one arena it stays near 940 MB (+13 MB) at the same
-    throughput (docs/PERFORMANCE.md). Call it before the server's threads start.
-    """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 1))
-    except (OSError, AttributeError):  # not glibc (musl, ...)
-        return False
 
 
 def launch_options() -> dict[str, Any]:
@@ -312,8 +287,8 @@ def launch_options() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    single_malloc_arena()
-    configure_threads()
+    server.single_malloc_arena()
+    server.configure_threads()
     service.download_galleries_in_background()
     service.warm_up()
     build_demo().launch(**launch_options())

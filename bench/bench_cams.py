@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from bench import peers
 from bench.peers import PEER_METHODS, PEERS, REFERENCE, Case, Runner
-from teaching.maps import upsample
+from teaching.cams.maps import upsample
 from teaching.models import get_spec, load_backbone
 
 # Score-CAM on the CPU takes minutes a call (1,280 masked forward passes on lite0): time it alone, once, with

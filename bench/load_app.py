@@ -1,9 +1,9 @@
-"""Load generator for the app's `explain` endpoint: N concurrent gradio_client clients on 127.0.0.1.
+"""Load generator for the app's `explore` endpoint: N concurrent gradio_client clients on 127.0.0.1.
 
     .venv/bin/python -m bench.load_app --clients 4 --requests 500 --max-seconds 1800
 
 Starts `app.build_demo()` in a subprocess on a free port (no gallery downloads: nothing leaves the machine), waits
-until it answers, then N threads, each with its own `gradio_client.Client`, send `explain(photo, group_id)` until
+until it answers, then N threads, each with its own `gradio_client.Client`, send `explore(photo, group_id)` until
 `--requests` have completed or `--max-seconds` have passed. Reported: latency percentiles as each client sees them
 (upload, queue, compute and download of the outputs), throughput, failed requests, and the server process's memory
 (VmHWM, the peak resident set, and VmRSS from /proc/<pid>/status) after `--first` requests and after the last.
@@ -37,11 +37,12 @@ SERVER = """
 import sys
 import torch
 import app
-app.single_malloc_arena()  # as `python app.py` does
+from teaching import server
+server.single_malloc_arena()  # as `python app.py` does
 if int(sys.argv[2]) > 0:
     torch.set_num_threads(int(sys.argv[2]))
 else:
-    app.configure_threads()  # as `python app.py` does
+    server.configure_threads()  # as `python app.py` does
 from teaching import service
 service.warm_up()
 app.build_demo().launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), **app.launch_options())
@@ -176,7 +177,7 @@ def client_loop(url: str, photos: list[Path], group: str, tally: Tally, seed: in
         photo = next(cycle)
         t0 = time.perf_counter()
         try:
-            client.predict(handle_file(str(photo)), group, api_name="/explain")
+            client.predict(handle_file(str(photo)), group, api_name="/explore")
         except Exception as exc:  # counted and reported: a failed request is a result here
             tally.done(None, f"{type(exc).__name__}: {str(exc)[:120]}")
             continue

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from teaching.accel import FastCAM, prepare_model
 from teaching.cams import METHODS, CamOutput, GradientCAM, compute_cams, find_layer
-from teaching.maps import upsample
+from teaching.cams.accel import FastCAM, prepare_model
+from teaching.cams.maps import upsample
 
 OUR_NAMES = {"guided": "guided_backprop"}  # benchmark method name -> engine method name, where they differ
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from teaching.accel import FastCAM
 from teaching.cams import compute_cams
+from teaching.cams.accel import FastCAM
+from teaching.cams.maps import upsample
 from teaching.images import load_image
-from teaching.maps import upsample
 from teaching.models import load_backbone
 
 REPO = Path(__file__).resolve().parents[1]

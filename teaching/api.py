@@ -1,4 +1,9 @@
-"""The public Python API: `explain(image, classes, method, backbone, layer)` -> Explanation."""
+"""The public Python API: `explain(image, classes, method, backbone, layer)` -> Explanation.
+
+`prepare(photo, backbone)` decodes and preprocesses a photo once for a backbone; `explain` takes the result in place
+of a photo, so a page that explains one photo several times (plain and contrast rows, several methods) does that
+work once per backbone.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,40 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teaching.cams import ClosedFormCAM, GradientCAM, compute_cams, get_method, group_contrast
+from teaching.cams import METHODS, compute_cams, group_contrast, place_maps, upsample
 from teaching.errors import MethodError
 from teaching.images import load_image
 from teaching.labels import resolve_classes
-from teaching.maps import upsample
 from teaching.models import DEFAULT_BACKBONE, Backbone, load_backbone
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A photo decoded once and preprocessed once for one backbone: what `explain` needs besides the classes."""
+
+    image: Image.Image  # the RGB photo, EXIF orientation applied
+    x: torch.Tensor  # (1, 3, S, S) the exact model input
+    crop_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the photo that the model sees
+    backbone: Backbone
+
+
+def prepare(
+    image: str | Path | Image.Image | np.ndarray,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    weights: str | Path | None = None,
+    labels: str | Path | None = None,
+    device: str | None = None,
+    decoded: bool = False,
+) -> Prepared:
+    """Decode `image` (checked by `load_image`) and preprocess it for `backbone` (a name or a loaded Backbone).
+
+    With `decoded`, `image` is a PIL image that `load_image` already returned (RGB, EXIF applied, size checked)
+    and is used as it is, not decoded and copied again.
+    """
+    bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, labels, device)
+    img = image if decoded and isinstance(image, Image.Image) and image.mode == "RGB" else load_image(image)
+    x, box = bb.preprocess(img)
+    return Prepared(img, x, box, bb)
 
 
 @dataclass
@@ -79,16 +112,6 @@ class Explanation:
         return place_maps(torch.from_numpy(self.raw_maps), box, size)
 
 
-def place_maps(raw: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
-    """Scale (k, h, w) maps to the crop box, min-max each to [0, 1], and paste them into a (k, H, W) zero frame."""
-    x0, y0, x1, y1 = box
-    inner = upsample(raw.unsqueeze(0), (y1 - y0, x1 - x0))[0]  # (k, y1-y0, x1-x0)
-    width, height = size
-    out = np.zeros((raw.shape[0], height, width), dtype=np.float32)
-    out[:, y0:y1, x0:x1] = inner.detach().cpu().numpy()
-    return out
-
-
 def contrast_of(e: Explanation) -> Explanation | None:
     """The "A rather than the rest of the group" maps of a plain explanation, without another pass.
 
@@ -105,10 +128,10 @@ def contrast_of(e: Explanation) -> Explanation | None:
 
 
 def explain(
-    image: str | Path | Image.Image | np.ndarray,
+    image: str | Path | Image.Image | np.ndarray | Prepared,
     classes: Sequence[int | str] | None = None,
     method: str = "gradcam",
-    backbone: str | Backbone = DEFAULT_BACKBONE,
+    backbone: str | Backbone | None = None,
     layer: str | None = None,
     weights: str | Path | None = None,
     labels: str | Path | None = None,
@@ -121,11 +144,12 @@ def explain(
     """Explain one image: where the model looks for each of k classes.
 
     Args:
-        image: a PIL image, an array (H, W[, C]) or a path.
+        image: a PIL image, an array (H, W[, C]) or a path; or a `Prepared` photo (from `prepare`), whose backbone
+            is then used.
         classes: ImageNet indices or names ("African elephant"); default the `top_k` predicted classes.
         method: gradcam, gradcampp, smoothgradcampp, scorecam, layercam, xgradcam, contrastive, guided_backprop,
             guided_gradcam, occlusion or cam.
-        backbone: a registry name (loaded once per process) or a loaded Backbone.
+        backbone: a registry name (loaded once per process) or a loaded Backbone; default efficientnet_lite0.
         layer: dotted target layer; default the backbone's.
         weights, labels, device: see `teaching.models.load_backbone`.
         contrast: "group" (A rather than the other targets) or "pair" (A rather than `versus`); the method
@@ -134,20 +158,27 @@ def explain(
         options: method options (batch_size, n_samples, std, seed, window, stride).
     """
     t0 = time.perf_counter()
-    bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights, labels, device)
-    t1 = time.perf_counter()
-    img = load_image(image)
-    x, box = bb.preprocess(img)
-    t2 = time.perf_counter()
+    if isinstance(image, Prepared):
+        if backbone is not None and _name(backbone) != image.backbone.name:
+            raise MethodError(f"the photo was prepared for {image.backbone.name}, not {_name(backbone)}")
+        bb, img, x, box = image.backbone, image.image, image.x, image.crop_box
+        t1 = t2 = time.perf_counter()
+    else:
+        bb = (
+            backbone
+            if isinstance(backbone, Backbone)
+            else load_backbone(backbone or DEFAULT_BACKBONE, weights, labels, device)
+        )
+        t1 = time.perf_counter()
+        img = load_image(image)
+        x, box = bb.preprocess(img)
+        t2 = time.perf_counter()
     # left to the prediction, the classes come from the method's own forward pass (see compute_cams)
     targets = resolve_classes(classes, bb.labels) if classes is not None and len(classes) else None
     versus_idx = resolve_classes([versus], bb.labels)[0] if versus is not None else None
-    if method == "cam" and not bb.spec.gap_linear:
+    linear = bb.head(method)  # checks the method's name; None where the method does not use the head
+    if METHODS[method].needs_head and linear is None:
         raise MethodError(f"the closed-form CAM needs a global-average-pool + linear head; {bb.name} has none")
-    # the head lets `cam` work at all and the gradient methods skip the backward pass where the target layer
-    # feeds global-average-pool + linear (compute_cams checks that on every pass and falls back otherwise)
-    closed_form = isinstance(get_method(method), GradientCAM | ClosedFormCAM)
-    linear = dict(bb.model.named_modules())[bb.spec.classifier] if closed_form and bb.spec.gap_linear else None
     out = compute_cams(
         bb.model,
         x,
@@ -166,7 +197,7 @@ def explain(
     probs = torch.softmax(out.logits.float(), dim=1)[0]
     attributions = out.attributions[0].float().cpu().numpy() if out.attributions is not None else None
     t4 = time.perf_counter()
-    timings = {"load": t1 - t0, "preprocess": t2 - t1, **out.timings, "cams": t3 - t2, "render": t4 - t3}
+    timings = {"load": t1 - t0, "preprocess": t2 - t1, **out.timings, "cams": t3 - t2, "to_numpy": t4 - t3}
     timings["total"] = t4 - t0
     return Explanation(
         image=img,
@@ -185,3 +216,7 @@ def explain(
         contrast=contrast or (("pair" if versus_idx is not None else "group") if method == "contrastive" else None),
         timings=timings,
     )
+
+
+def _name(backbone: str | Backbone) -> str:
+    return backbone.name if isinstance(backbone, Backbone) else backbone

@@ -9,29 +9,20 @@ a bad photo among several is reported and skipped, and the run then ends with ex
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-import numpy as np
-from PIL import Image
-
-from teaching.api import Explanation, explain
+from teaching.api import explain
 from teaching.cams import METHODS, find_layer, get_method
 from teaching.errors import ClassNameError, ImageError, MethodError, TeachingError
 from teaching.labels import resolve_classes
-from teaching.models import BACKBONES, DEFAULT_BACKBONE, Backbone, load_backbone
-from teaching.render import COLORMAPS, gradient_image, make_grid, overlay
+from teaching.models import BACKBONES, DEFAULT_BACKBONE, load_backbone
+from teaching.outputs import GridRow, Settings, output_folders, write_grid, write_results, writing
+from teaching.render import COLORMAPS
 
 PROG = "python -m teaching"
-TOP_N = 5  # predictions listed in result.json
-CELL = 224  # side of one grid cell, in pixels
 
 EXPLAIN_EXAMPLES = f"""\
 examples:
@@ -92,7 +83,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> ArgumentParser:
-    """The parser of all subcommands (`evaluate` is listed here; its own options belong to teaching.evaluate)."""
+    """The parser of all subcommands (`evaluate` is listed here; its own options belong to teaching.evaluation)."""
     parser = ArgumentParser(
         prog=PROG,
         description="Machine teaching with Grad-CAM: see where an ImageNet classifier looks for each class.",
@@ -211,21 +202,6 @@ def _add_explain(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
 # --- explain ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Settings:
-    """What one explain run applies to every photo, checked once before the first photo."""
-
-    backbone: Backbone
-    method: str
-    layer: str
-    classes: list[int] | None  # None: the top-k classes of each photo
-    top: int
-    contrast: str | None
-    versus: int | None
-    cmap: str
-    alpha: float
-
-
 def split_classes(values: Sequence[str], labels: Sequence[str]) -> list[str]:
     """The --classes values as one class per item.
 
@@ -272,96 +248,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(backbone, method, layer, classes, args.top, contrast, versus, args.cmap, args.alpha)
 
 
-def output_folders(images: Sequence[str], out: Path) -> list[Path]:
-    """`out` itself for one photo; else one subfolder per photo, named after the file (made unique)."""
-    if len(images) == 1:
-        return [out]
-    folders: list[Path] = []
-    used: set[str] = set()
-    for image in images:
-        stem = _slug(Path(image).stem) or "image"
-        name, n = stem, 1
-        while name.lower() in used:
-            n += 1
-            name = f"{stem}_{n}"
-        used.add(name.lower())
-        folders.append(out / name)
-    return folders
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
-
-
-def class_file(prefix: str, index: int, name: str) -> str:
-    """The file name of a per-class image, e.g. overlay_386_African_elephant.png."""
-    return f"{prefix}_{index}_{_slug(name)}.png"
-
-
-@dataclass
-class GridRow:
-    """One photo's row of grid.png."""
-
-    label: str  # the photo's file name
-    cells: list[Image.Image]  # one picture per class, already reduced to the cell size
-    captions: list[str]  # "name  probability"
-
-
-def write_results(e: Explanation, source: str, folder: Path, s: Settings) -> GridRow:
-    """Write the overlays (and gradient images), maps.npz and result.json of one photo; return its grid row."""
-    t0 = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    entries: list[dict[str, object]] = []
-    cells: list[Image.Image] = []
-    for j, (index, name) in enumerate(zip(e.classes, e.class_names, strict=True)):
-        entry: dict[str, object] = {"index": index, "name": name, "prob": float(e.probs[index])}
-        picture = overlay(e.image, e.maps[j], s.alpha, s.cmap)
-        entry["overlay"] = class_file("overlay", index, name)
-        picture.save(folder / class_file("overlay", index, name))
-        if e.attributions is not None:  # guided methods: the grid shows the pixel attribution
-            picture = gradient_image(e.attributions[j])
-            entry["gradient"] = class_file("gradient", index, name)
-            picture.save(folder / class_file("gradient", index, name))
-        picture.thumbnail((CELL, CELL), Image.Resampling.LANCZOS)
-        cells.append(picture)
-        entries.append(entry)
-    arrays = {"raw_maps": e.raw_maps, "maps": e.maps, "classes": np.asarray(e.classes), "probs": e.probs}
-    if e.attributions is not None:
-        arrays["attributions"] = e.attributions
-    np.savez_compressed(folder / "maps.npz", **arrays)  # type: ignore[arg-type]  # the stubs read **kwds as allow_pickle
-    bb = s.backbone
-    result = {
-        "image": source,
-        "image_size": list(e.image.size),
-        "backbone": e.backbone,
-        "weights": str(bb.weights_path) if bb.weights_path else bb.spec.weights,
-        "device": str(bb.device),
-        "method": e.method,
-        "target_layer": e.target_layer,
-        "contrast": s.contrast,
-        "versus": {"index": s.versus, "name": bb.labels[s.versus]} if s.versus is not None else None,
-        "top5": [{"index": i, "name": n, "prob": p} for i, n, p in e.top(TOP_N)],
-        "classes": entries,
-        "crop_box": list(e.crop_box),
-        "timings": {**e.timings, "write": time.perf_counter() - t0},
-    }
-    (folder / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    captions = [f"{n}  {e.probs[i]:.2f}" for i, n in zip(e.classes, e.class_names, strict=True)]
-    return GridRow(Path(source).name, cells, captions)
-
-
-def write_grid(rows: Sequence[GridRow], s: Settings, path: Path) -> None:
-    """grid.png: one row per photo, one column per class, captioned "name  probability"."""
-    col_labels = [s.backbone.labels[i] for i in s.classes] if s.classes is not None else None
-    title = f"{s.method} on {s.backbone.name}, layer {s.layer}"
-    if s.contrast == "pair" and s.versus is not None:
-        title += f", each class rather than {s.backbone.labels[s.versus]}"
-    elif s.contrast == "group":
-        title += ", each class rather than the others"
-    cells = [r.cells for r in rows]
-    make_grid(cells, [r.captions for r in rows], [r.label for r in rows], col_labels, CELL, title).save(path)
-
-
 def run_explain(args: argparse.Namespace) -> int:
     """The explain command; 0 when every photo was explained, 1 when some photos failed, 2 when all did."""
     s = settings_from(args)
@@ -392,16 +278,6 @@ def run_explain(args: argparse.Namespace) -> int:
     return 1 if rows else 2
 
 
-@contextmanager
-def writing(folder: Path) -> Iterator[None]:
-    """Turn a file system refusal (read-only folder, full disk, a file in the way) into a TeachingError."""
-    try:
-        yield
-    except OSError as exc:
-        where = exc.filename or folder
-        raise TeachingError(f"{where}: cannot write the results ({exc.strerror or exc})") from None
-
-
 # --- backbones, evaluate ---------------------------------------------------------------------------------------
 
 
@@ -425,8 +301,8 @@ def run_backbones(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(argv: list[str]) -> int:
-    """Hand the evaluate command to teaching.evaluate (imported only when asked for: it has heavier needs)."""
-    from teaching.evaluate import main as evaluate_main
+    """Hand the evaluate command to teaching.evaluation (imported only when asked for: it has heavier needs)."""
+    from teaching.evaluation import main as evaluate_main
 
     try:
         return evaluate_main(argv)

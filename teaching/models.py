@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from teaching.cams import get_method, head_for
 from teaching.errors import ModelError
 from teaching.labels import imagenet_classes, read_labels
 
@@ -76,6 +77,11 @@ class Backbone:
         The box is in the pixel frame of `image`, so a map of the input can be placed back onto the photo.
         """
         return preprocess_image(image, self.spec.preprocess, self.device)
+
+    def head(self, method: str) -> nn.Linear | None:
+        """The head's linear layer to give `compute_cams` for `method` (the one rule, `cams.head_for`): the
+        classifier for the methods that use it when the head is global-average-pool + linear, else None."""
+        return head_for(self.model, self.spec.classifier if self.spec.gap_linear else None, get_method(method))
 
 
 def preprocess_image(

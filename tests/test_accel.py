@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from teaching.accel import TOLERANCE, FastCAM, accelerate, class_table, prepare_model
 from teaching.cams import compute_cams
+from teaching.cams.accel import TOLERANCE, FastCAM, accelerate, class_table, prepare_model
+from teaching.cams.maps import upsample
 from teaching.errors import MethodError
-from teaching.maps import upsample
 from teaching.models import load_backbone
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -54,6 +54,32 @@ def test_channels_last_float32_matches_engine(lite0):
     out = FastCAM(lite0.model, "bn2", "gradcampp", dtype=None, channels_last=True, graphs=False)(x, [1, 2, 3])
     torch.testing.assert_close(out.raw, ref.raw, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "cam", "guided_gradcam"])
+def test_fastcam_returns_every_field_the_engine_returns(lite0, method):
+    """FastCAM once built CamOutput by position and dropped `signed` and `classes` (issue 11)."""
+    x = smooth_images(2, seed=2)
+    linear = lite0.head(method)
+    ref = compute_cams(lite0.model, x, None, method, "bn2", linear=linear, top_k=2)
+    out = FastCAM(lite0.model, "bn2", method, linear=linear, dtype=None, channels_last=True, graphs=False)(
+        x, ref.classes
+    )
+    for name in ("raw", "logits", "signed", "attributions", "classes"):
+        mine, theirs = getattr(out, name), getattr(ref, name)
+        assert (mine is None) == (theirs is None), name
+        if theirs is not None:
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+    assert out.layer == ref.layer and out.classes is not None
+    assert (ref.signed is not None) == (method != "guided_gradcam")  # the methods linear in the score keep it
+
+
+def test_accelerate_gives_the_head_by_the_same_rule_as_explain(lite0):
+    """One head rule (Backbone.head) for api, accel and evaluation: every gradient method gets the closed form."""
+    for method in ("gradcam", "gradcampp", "layercam", "cam"):
+        assert accelerate(lite0, method).linear is lite0.model.classifier
+    for method in ("scorecam", "guided_gradcam", "smoothgradcampp"):
+        assert accelerate(lite0, method).linear is None
 
 
 def test_original_model_untouched(lite0):

@@ -34,14 +34,14 @@ def client(fixtures_dir: Path) -> Iterator[Client]:
 
 def test_named_endpoints(client: Client) -> None:
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {"/explain", "/gallery", "/compare", "/start_quiz", "/quiz_answer", "/quiz_next"}
-    params = [p["parameter_name"] for p in endpoints["/explain"]["parameters"]]
+    assert set(endpoints) == {"/explore", "/gallery", "/compare", "/start_quiz", "/quiz_answer", "/quiz_next"}
+    params = [p["parameter_name"] for p in endpoints["/explore"]["parameters"]]
     assert params == ["image", "group_id", "method", "backbone"]
-    assert [p["parameter_has_default"] for p in endpoints["/explain"]["parameters"]] == [False, True, True, True]
+    assert [p["parameter_has_default"] for p in endpoints["/explore"]["parameters"]] == [False, True, True, True]
 
 
-def test_explain_returns_the_grid_and_the_predictions(client: Client, fixtures_dir: Path) -> None:
-    grid, labels, note = client.predict(handle_file(fixtures_dir / AFRICAN), "elephants", api_name="/explain")
+def test_explore_returns_the_grid_and_the_predictions(client: Client, fixtures_dir: Path) -> None:
+    grid, labels, note = client.predict(handle_file(fixtures_dir / AFRICAN), "elephants", api_name="/explore")
     with Image.open(grid) as img:
         columns = 3
         assert img.width == render.PAD + service.CELL // 2 + render.PAD + columns * (service.CELL + render.PAD)
@@ -71,14 +71,14 @@ def test_bad_uploads_give_a_short_error_and_the_app_goes_on(client: Client, fixt
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     with pytest.raises(AppError, match=r"notes\.png: not an image file \(JPEG, PNG, WebP, GIF, BMP or TIFF expected\)"):
-        client.predict(handle_file(text), "elephants", api_name="/explain")
-    _, labels, _ = client.predict(handle_file(fixtures_dir / AFRICAN), "sharks", api_name="/explain")
+        client.predict(handle_file(text), "elephants", api_name="/explore")
+    _, labels, _ = client.predict(handle_file(fixtures_dir / AFRICAN), "sharks", api_name="/explore")
     assert labels["label"] == "African elephant"
     with pytest.raises(AppError, match=r"empty\.png: empty file \(0 bytes\)"):
-        client.predict(handle_file(empty), "elephants", api_name="/explain")
+        client.predict(handle_file(empty), "elephants", api_name="/explore")
     with pytest.raises(AppError, match="unknown species group 'cats'"):
-        client.predict(handle_file(fixtures_dir / AFRICAN), "cats", api_name="/explain")
-    _, _, note = client.predict(handle_file(fixtures_dir / AFRICAN), "sharks", api_name="/explain")
+        client.predict(handle_file(fixtures_dir / AFRICAN), "cats", api_name="/explore")
+    _, _, note = client.predict(handle_file(fixtures_dir / AFRICAN), "sharks", api_name="/explore")
     assert note.startswith("The model does not see any of the sharks here: its best guess is African elephant")
     assert note.endswith(f"*{service.get_group('sharks').caveat}*")  # the group's measured limit, with every map
 
@@ -87,7 +87,7 @@ def test_upload_size_limit(client: Client, tmp_path: Path) -> None:
     big = tmp_path / "big.png"
     big.write_bytes(b"\0" * (service.MAX_UPLOAD_BYTES + 1))
     with pytest.raises(ValueError, match=f"exceeds the maximum file size of {service.MAX_UPLOAD_BYTES} bytes"):
-        client.predict(handle_file(big), "elephants", api_name="/explain")  # the client reads the server's limit
+        client.predict(handle_file(big), "elephants", api_name="/explore")  # the client reads the server's limit
     with big.open("rb") as f:
         response = httpx.post(f"{client.src}gradio_api/upload", files={"files": ("big.png", f)}, timeout=30.0)
     assert response.status_code == 413
@@ -124,25 +124,3 @@ def test_quiz_through_the_api(client: Client) -> None:
     assert feedback.startswith(("### Correct, it is", "### Wrong, it is"))
     assert explanation["visible"] and Path(explanation["value"]).is_file()
     assert timer["active"] and not choice["interactive"]
-
-
-def test_each_concurrent_request_gets_its_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    monkeypatch.setattr(app.torch, "set_num_threads", calls.append)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    for cores, expected in ((2, 1), (16, 16 // app.CONCURRENCY), (1, 1), (None, 1)):
-        monkeypatch.setattr(app.os, "cpu_count", lambda cores=cores: cores)
-        assert app.configure_threads() == expected and calls[-1] == expected
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
-    n = len(calls)
-    assert app.configure_threads() == 0 and len(calls) == n
-
-
-def test_one_malloc_arena_on_glibc_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
-    import platform
-
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert app.single_malloc_arena() is False  # the user's setting stands
-    monkeypatch.delenv("MALLOC_ARENA_MAX")
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert app.single_malloc_arena() is True

@@ -17,7 +17,6 @@ import torchvision
 from helpers import TinyNet
 from torch import nn
 
-from teaching.accel import TOLERANCE
 from teaching.cams import (
     METHODS,
     GradCAM,
@@ -32,10 +31,11 @@ from teaching.cams import (
     gap_linear_grads,
     spatially_constant,
 )
+from teaching.cams.accel import TOLERANCE
+from teaching.cams.activation import channel_masks
+from teaching.cams.maps import _bilinear_weights, _cell_end_weights, _resize, _resized_extremes, minmax, upsample
 from teaching.errors import MethodError
-from teaching.maps import _bilinear_weights, _cell_end_weights, _resize, _resized_extremes, minmax, upsample
 from teaching.models import load_backbone
-from teaching.perturb import channel_masks
 
 OURS = [
     "gradcam",
@@ -515,7 +515,7 @@ def test_eval_mode_restores_flags_when_calls_overlap(tiny):
     assert [m.training for m in model.modules()] == flags
 
 
-@pytest.mark.parametrize("first", ["teaching.perturb", "teaching.smooth"])
+@pytest.mark.parametrize("first", ["teaching.cams.activation", "teaching.cams.smooth", "teaching.cams.guided"])
 def test_importing_any_engine_module_registers_every_method(first):
     """In a fresh interpreter; this process imported teaching.cams first."""
     code = f"import {first}; from teaching.cams import METHODS; print(' '.join(sorted(METHODS)))"

@@ -309,7 +309,7 @@ def test_evaluate_is_delegated(monkeypatch, capsys):
             raise SystemExit(0)  # what argparse does
         return 0
 
-    monkeypatch.setitem(sys.modules, "teaching.evaluate", types.SimpleNamespace(main=fake_main))
+    monkeypatch.setitem(sys.modules, "teaching.evaluation", types.SimpleNamespace(main=fake_main))
     assert main(["evaluate", "--backbone", "vgg16", "--help"]) == 0
     assert main(["evaluate", "--images", "x"]) == 0
     assert seen == [["--backbone", "vgg16", "--help"], ["--images", "x"]]

@@ -11,8 +11,8 @@ import torch
 
 from teaching import explain
 from teaching.api import contrast_of
+from teaching.cams.maps import upsample
 from teaching.errors import ClassNameError, MethodError
-from teaching.maps import upsample
 from teaching.models import load_backbone
 
 ELEPHANTS = [386, 385, 101]

@@ -26,6 +26,7 @@ from teaching.galleries import (
     licence_problem,
     load_group,
     load_groups,
+    species_groups,
 )
 
 FULL = (0.0, 0.0, 1.0, 1.0)
@@ -117,6 +118,7 @@ def test_gallery_files_hold_the_taught_species() -> None:
     assert len(butterflies) == 17 and all(p.license == "CC BY 2.0" and p.author for p in butterflies)
     with pytest.raises(GalleryError, match="no species with ImageNet index 2"):
         groups["elephants"].species_by_index(2)
+    assert species_groups() == {group_id: tuple(indices.values()) for group_id, indices in EXPECTED.items()}
 
 
 def _write_group(tmp_path: Path, index: int = 386, traits: str = '["a.", "b."]') -> Path:
@@ -250,7 +252,7 @@ def test_cli_download_reports_missing(tmp_path: Path, monkeypatch: pytest.Monkey
     def offline(url: str) -> bytes:
         raise urllib.error.URLError("offline")
 
-    monkeypatch.setattr(galleries, "fetch_url", offline)
+    monkeypatch.setattr(galleries.download, "fetch_url", offline)
     assert galleries.main(["download", "--cache", str(tmp_path), "--group", "sharks"]) == 1
     out = capsys.readouterr()
     assert (

@@ -19,9 +19,8 @@ from captum.attr import GuidedGradCam as CaptumGuidedGradCam
 from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
 from torch import nn
 
-from teaching.cams import compute_cams
+from teaching.cams import GuidedSwitch, compute_cams, guided_backprop, guided_relus
 from teaching.errors import MethodError
-from teaching.guided import GuidedSwitch, guided_backprop, guided_relus
 
 # --- an explicit reference: every activation replaced by a module whose backward is written out --------------
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from teaching import metrics
 from teaching.cams import compute_cams
-from teaching.maps import upsample
+from teaching.cams.maps import upsample
 
 S = 32  # side of the synthetic images
 

@@ -27,11 +27,11 @@ from torch import nn
 from torchcam.methods import SmoothGradCAMpp as TorchCamSmoothGradCAMpp
 
 from teaching.cams import METHODS, compute_cams, find_layer
+from teaching.cams.maps import upsample
+from teaching.cams.smooth import noise_samples
 from teaching.errors import MethodError
 from teaching.images import load_image
-from teaching.maps import upsample
 from teaching.models import load_backbone
-from teaching.smooth import noise_samples
 
 PEERS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
 ELEPHANTS = {"African_elephant": 386, "Indian_elephant": 385, "tusker": 101}

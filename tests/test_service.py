@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from teaching import render, service
-from teaching.errors import ImageError, MethodError, TeachingError
+from teaching import cams, render, service
+from teaching.api import Explanation, explain
+from teaching.errors import ImageError, MethodError, ModelError, TeachingError
 from teaching.galleries import GalleryError
+from teaching.models import Backbone, load_backbone
 from teaching.quiz import QuizError
+from teaching.service import files, photos
+from teaching.service.compare import _compare_cell
+
+# the page modules (`service.explore`, `service.compare`, `service.gallery` are the functions of the same names)
+EXPLORE = importlib.import_module("teaching.service.explore")
+COMPARE = importlib.import_module("teaching.service.compare")
+GALLERY = importlib.import_module("teaching.service.gallery")
 
 AFRICAN = "African_elephant/eli_n02504458_African_elephant.JPEG"  # the model: African elephant, 90.6%
 ASIAN = "Indian_elephant/eli_n02504013_Indian_elephant.JPEG"  # the model: Indian elephant, 68.1%
@@ -101,18 +112,19 @@ def test_explore_scorecam_takes_the_contrastive_gradcam_row(
     Score-CAM is stubbed (slow on CPU); Grad-CAM takes one call.
     """
     calls: list[tuple[str, object]] = []
-    real = service.explain
+    real = EXPLORE.explain
 
-    def recording(image: object, classes: list[int], method: str, **kwargs: object) -> service.Explanation:
+    def recording(image: object, classes: list[int], method: str, **kwargs: object) -> Explanation:
         calls.append((method, kwargs.get("contrast")))
         return real(image, classes, method, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service, "explain", recording)
+    monkeypatch.setattr(EXPLORE, "explain", recording)
 
-    class NonLinearStub(service.cams.GradCAM):
+    class NonLinearStub(cams.GradCAM):
         linear_in_score = False  # as Score-CAM: its contrast cannot be derived from the plain pass
+        slow_on_cpu = True  # and it is slow on a CPU, so its contrast row is the contrastive Grad-CAM
 
-    monkeypatch.setitem(service.cams.METHODS, "scorecam", NonLinearStub)
+    monkeypatch.setitem(cams.METHODS, "scorecam", NonLinearStub)
     result = service.explore(fixtures_dir / "species" / AFRICAN, "elephants", method="scorecam")
     assert calls == [("scorecam", None), ("contrastive", "group")]
     assert (result.plain.method, result.contrast.method) == ("scorecam", "contrastive")
@@ -147,7 +159,7 @@ def test_bad_uploads_are_refused_with_a_short_message(tmp_path: Path, monkeypatc
         service.explore(empty, "elephants")
     with pytest.raises(ImageError, match="^no photo: upload one or pick one from the gallery$"):
         service.explore(None, "elephants")
-    monkeypatch.setattr(service, "MAX_UPLOAD_BYTES", 10)
+    monkeypatch.setattr(photos, "MAX_UPLOAD_BYTES", 10)
     with pytest.raises(ImageError, match=r"^notes\.png: file too large \(0\.0 MB, the limit is 0 MB\)$"):
         service.read_photo(text)
 
@@ -235,15 +247,15 @@ def test_compare_guided_methods_show_gradients(fixtures_dir: Path) -> None:
     result = service.compare(photo, ["guided_backprop"], ["efficientnet_lite0"])
     assert result.errors == {}
     assert result.grid.width == grid_width(2, service.COMPARE_CELL)
-    explanation = service.explain(photo, [386], "guided_backprop")
-    cell = np.asarray(service._compare_cell(explanation))
+    explanation = explain(photo, [386], "guided_backprop")
+    cell = np.asarray(_compare_cell(explanation))
     assert cell.shape == (service.COMPARE_CELL, service.COMPARE_CELL, 3)  # made at the size shown (square crop)
     assert abs(float(np.median(cell)) - 128) <= 4  # grey where the attribution is about 0
     assert cell.std() > 5  # and edges where it is not
 
 
 def test_slow_methods_are_marked_and_left_out_by_default_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     labels = dict((m, label) for label, m in service.method_choices(service.COMPARE_METHODS))
     assert labels["gradcam"] == "Grad-CAM"
     if "scorecam" in labels:
@@ -251,7 +263,7 @@ def test_slow_methods_are_marked_and_left_out_by_default_without_a_gpu(monkeypat
     assert "scorecam" not in service.default_compare_methods()
     assert "occlusion" not in service.default_compare_methods()
     assert "gradcam" in service.default_compare_methods()
-    monkeypatch.setattr(service.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert service.default_compare_methods() == service.available_methods(service.COMPARE_METHODS)
     assert all("slow" not in label for label, _ in service.method_choices(service.COMPARE_METHODS))
 
@@ -259,6 +271,53 @@ def test_slow_methods_are_marked_and_left_out_by_default_without_a_gpu(monkeypat
 def test_compare_refuses_unknown_methods(fixtures_dir: Path) -> None:
     with pytest.raises(MethodError, match="unknown method 'xgradcam'"):
         service.compare(fixtures_dir / "species" / AFRICAN, ["xgradcam"], ["efficientnet_lite0"])
+
+
+def test_the_photo_is_preprocessed_once_per_backbone(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compare explains one prepared input per backbone with every method; Explore gives its two calls one input."""
+    calls: list[str] = []
+    real = Backbone.preprocess
+
+    def counting(self: Backbone, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        calls.append(self.name)
+        return real(self, image)
+
+    monkeypatch.setattr(Backbone, "preprocess", counting)
+    photo = fixtures_dir / "species" / AFRICAN
+    result = service.compare(photo, ["gradcam", "layercam"], ["efficientnet_lite0"])
+    assert result.errors == {} and calls == ["efficientnet_lite0"]
+    calls.clear()
+    result = service.explore(photo, "elephants", method="layercam")  # plain and contrast: two engine calls
+    assert result.contrast.contrast == "group" and calls == ["efficientnet_lite0"]
+
+
+def test_compare_row_of_a_model_that_cannot_load(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights that are cached but do not load: every cell of the row says why, the photo column stays."""
+
+    def broken(photo: Image.Image, backbone: str, decoded: bool = False) -> None:
+        raise ModelError(f"{backbone}: wrong tensor shapes")
+
+    grids: list[list[list[Image.Image | None]]] = []
+    real_grid = COMPARE.make_grid
+
+    def recording(cells: list[list[Image.Image | None]], *args: object, **kwargs: object) -> Image.Image:
+        grids.append(cells)
+        return real_grid(cells, *args, **kwargs)
+
+    monkeypatch.setattr(COMPARE, "prepare", broken)
+    monkeypatch.setattr(COMPARE, "make_grid", recording)
+    photo = fixtures_dir / "species" / AFRICAN
+    result = service.compare(photo, ["gradcam", "layercam"], ["efficientnet_lite0"])
+    assert result.errors == {
+        ("gradcam", "efficientnet_lite0"): "efficientnet_lite0: wrong tensor shapes",
+        ("layercam", "efficientnet_lite0"): "efficientnet_lite0: wrong tensor shapes",
+    }
+    assert result.classes == {} and result.seconds == {}
+    assert result.grid.width == grid_width(3, service.COMPARE_CELL)
+    [[shown, *maps]] = grids[0]
+    assert maps == [None, None]
+    x0, y0, x1, y1 = load_backbone("efficientnet_lite0").preprocess(service.read_photo(photo))[1]
+    assert shown is not None and shown.size == (x1 - x0, y1 - y0) != (500, 375)  # the centre crop the model sees
 
 
 # --- quiz ------------------------------------------------------------------------------------------------------
@@ -337,7 +396,7 @@ def test_quiz_without_photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_galleries_download_in_the_background_unless_local(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[object] = []
-    monkeypatch.setattr(service, "download_gallery", lambda groups: calls.append(sorted(groups)))
+    monkeypatch.setattr(GALLERY, "download_gallery", lambda groups: calls.append(sorted(groups)))
     assert service.download_galleries_in_background() is None  # TEACHING_GALLERY_DIR is set: local photos
     monkeypatch.delenv("TEACHING_GALLERY_DIR")
     monkeypatch.setenv("TEACHING_NO_DOWNLOAD", "1")
@@ -350,8 +409,8 @@ def test_galleries_download_in_the_background_unless_local(monkeypatch: pytest.M
 
 
 def test_saved_images_are_named_by_content_and_swept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(service.tempfile, "gettempdir", lambda: str(tmp_path))
-    monkeypatch.setattr(service, "_last_cleanup", [0.0])
+    monkeypatch.setattr(files.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(files, "_store", files.TempStore())  # never swept yet
     image = Image.new("RGB", (40, 30), (10, 200, 30))
     png, jpeg = service.save_png(image, "t"), service.save_jpeg(image, "t")
     assert service.save_png(image, "t") == png and png.suffix == ".png" and jpeg.suffix == ".jpg"
@@ -363,6 +422,6 @@ def test_saved_images_are_named_by_content_and_swept(monkeypatch: pytest.MonkeyP
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     service.save_jpeg(Image.new("RGB", (8, 8)), "t")  # swept at most once a minute: the first save swept already
     assert old.exists()
-    monkeypatch.setattr(service, "_last_cleanup", [0.0])
+    monkeypatch.setattr(files, "_store", files.TempStore())
     service.save_jpeg(Image.new("RGB", (8, 8)), "t")
     assert not old.exists() and png.exists() and jpeg.exists()

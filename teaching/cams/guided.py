@@ -33,22 +33,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from teaching.cams import (
-    CamMethod,
-    CamOutput,
-    CamRequest,
-    GradCAM,
-    batched_grad,
-    capture,
-    class_scores,
-    compute_cams,
-    register,
-)
+from teaching.cams.core import CamMethod, CamOutput, CamRequest, batched_grad, capture
+from teaching.cams.gradient import GradCAM
+from teaching.cams.maps import upsample
+from teaching.cams.targets import class_scores
 from teaching.errors import MethodError, ModelError
-from teaching.maps import upsample
 
 INTERPOLATIONS = ("bilinear", "nearest")
 
@@ -168,23 +159,10 @@ def guided_relus(switch: GuidedSwitch | None = None) -> Iterator[GuidedSwitch]:
         yield mode.switch
 
 
-def _grads_keep_graph(scores: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
-    """Like `batched_grad` (k, *wrt.shape), but the graph stays for a second backward."""
-    k = scores.shape[1]
-    eye = torch.eye(k, device=scores.device, dtype=scores.dtype)  # (k, k)
-    grad_outputs = eye[:, None, :].expand(k, scores.shape[0], k)  # (k, B, k)
-    try:
-        (g,) = torch.autograd.grad(scores, wrt, grad_outputs, retain_graph=True, is_grads_batched=True)
-    except RuntimeError:  # an op without a vmap rule: k backward passes
-        g = torch.stack([torch.autograd.grad(scores[:, j].sum(), wrt, retain_graph=True)[0] for j in range(k)])
-    return g
-
-
 def _input_leaf(x: torch.Tensor) -> torch.Tensor:
     return x.detach().requires_grad_(True)
 
 
-@register("guided_backprop")
 class GuidedBackprop(CamMethod):
     """Guided backpropagation: the guided gradient of each target score w.r.t. the input pixels.
 
@@ -192,7 +170,10 @@ class GuidedBackprop(CamMethod):
     """
 
     name = "guided_backprop"
+    label = "Guided Backprop"
     uses_layer = False
+    graph_safe = True
+    fails_sanity = True
 
     def run(self, req: CamRequest) -> CamOutput:
         t0 = time.perf_counter()
@@ -205,10 +186,9 @@ class GuidedBackprop(CamMethod):
         t2 = time.perf_counter()
         raw = grads.abs().sum(2)  # (B, k, H, W)
         timings = {"forward": t1 - t0, "backward": t2 - t1, "maps": time.perf_counter() - t2}
-        return CamOutput(raw, logits.detach(), "", attributions=grads, timings=timings)
+        return CamOutput(raw, logits.detach(), "", attributions=grads, timings=timings, classes=req.classes)
 
 
-@register("guided_gradcam")
 class GuidedGradCAM(CamMethod):
     """Guided Grad-CAM: guided backpropagation times the Grad-CAM map upsampled to the input size.
 
@@ -219,6 +199,9 @@ class GuidedGradCAM(CamMethod):
     """
 
     name = "guided_gradcam"
+    label = "Guided Grad-CAM"
+    graph_safe = True
+    fails_sanity = True
 
     def run(self, req: CamRequest) -> CamOutput:
         mode = str(req.options.get("interpolate", "bilinear"))
@@ -237,7 +220,7 @@ class GuidedGradCAM(CamMethod):
         acts = store[-1]  # (B, C', h, w)
         t1 = time.perf_counter()
         scores = class_scores(logits, req.classes, req.contrast, req.versus)  # (B, k)
-        layer_grads = _grads_keep_graph(scores, acts)  # (k, B, C', h, w), plain gradients
+        layer_grads = batched_grad(scores, acts, retain_graph=True)  # (k, B, C', h, w), plain gradients
         switch.guided = True
         pixel_grads = batched_grad(scores, x).transpose(0, 1)  # (B, k, C, H, W), guided gradients
         t2 = time.perf_counter()
@@ -251,21 +234,6 @@ class GuidedGradCAM(CamMethod):
             attributions = pixel_grads * cam.unsqueeze(2)  # (B, k, C, H, W)
             raw = attributions.abs().sum(2)  # (B, k, H, W)
         timings = {"forward": t1 - t0, "backward": t2 - t1, "maps": time.perf_counter() - t2}
-        return CamOutput(raw, logits.detach(), req.layer_name, attributions=attributions, timings=timings)
-
-
-def guided_backprop(
-    model: nn.Module,
-    x: torch.Tensor,
-    classes: Sequence[int] | torch.Tensor,
-    contrast: str | None = None,
-    versus: int | None = None,
-) -> torch.Tensor:
-    """Guided gradients of k class scores w.r.t. the input for every image of a batch, (B, k, C, H, W).
-
-    One forward pass and one batched backward; `classes` are k indices shared by all images or a (B, k) table;
-    `contrast`/`versus` as in `teaching.cams.class_scores`.
-    """
-    out = compute_cams(model, x, classes, "guided_backprop", contrast=contrast, versus=versus)
-    assert out.attributions is not None
-    return out.attributions
+        return CamOutput(
+            raw, logits.detach(), req.layer_name, attributions=attributions, timings=timings, classes=req.classes
+        )

@@ -20,18 +20,20 @@ not finite (an overflow) is recomputed in float32 on the original model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from teaching.cams import CamOutput, compute_cams, find_layer
+from teaching.cams.core import CamOutput, find_layer
+from teaching.cams.engine import class_table, compute_cams, get_method
+from teaching.cams.targets import check_classes
 from teaching.errors import MethodError, ModelError
 
 if TYPE_CHECKING:
@@ -39,19 +41,6 @@ if TYPE_CHECKING:
 
 TOLERANCE: dict[torch.dtype, float] = {torch.float16: 0.03, torch.bfloat16: 0.15}
 """Max abs difference of normalised maps (`maps.upsample`) against float32 that each autocast dtype may reach."""
-
-GRAPH_METHODS = (
-    "gradcam",
-    "gradcampp",
-    "xgradcam",
-    "layercam",
-    "contrastive",
-    "cam",
-    "guided_backprop",
-    "guided_gradcam",
-)
-"""Methods with fixed shapes and no host sync: a CUDA graph can hold them. Score-CAM skips flat masks (a
-data-dependent count) and the noise methods draw on the host, so they run eagerly (still channels_last and autocast)."""
 
 WARMUP = 3  # eager runs on a side stream before a capture (cuDNN autotuning, lazy autograd and vmap set-up)
 
@@ -83,20 +72,29 @@ def counterpart(model: nn.Module, twin: nn.Module, module: nn.Module) -> nn.Modu
     raise ModelError(f"the {type(module).__name__} passed as the head is not a module of {type(model).__name__}")
 
 
-def class_table(classes: Sequence[int] | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The (B, k) long tensor of class indices on x's device (k shared indices are repeated for every image)."""
-    table = torch.as_tensor(classes, dtype=torch.long, device=x.device)
-    if table.ndim == 1:
-        table = table.unsqueeze(0).expand(x.shape[0], -1)  # (B, k)
-    if table.ndim != 2 or table.shape[0] != x.shape[0]:
-        raise MethodError(f"classes must be k indices or a (batch, k) table; got shape {tuple(table.shape)}")
-    return table.contiguous()
-
-
 def as_float(out: CamOutput) -> CamOutput:
     """The same output with every tensor in float32 (autocast leaves maps and logits in half precision)."""
-    attributions = out.attributions.float() if out.attributions is not None else None
-    return CamOutput(out.raw.float(), out.logits.float(), out.layer, attributions, dict(out.timings))
+    return dataclasses.replace(
+        out,
+        raw=out.raw.float(),
+        logits=out.logits.float(),
+        attributions=out.attributions.float() if out.attributions is not None else None,
+        signed=out.signed.float() if out.signed is not None else None,
+        timings=dict(out.timings),
+    )
+
+
+def cloned(out: CamOutput, timings: dict[str, float]) -> CamOutput:
+    """Fresh copies of a graph's static outputs (the next replay overwrites them), every field kept."""
+    return dataclasses.replace(
+        out,
+        raw=out.raw.clone(),
+        logits=out.logits.clone(),
+        attributions=out.attributions.clone() if out.attributions is not None else None,
+        signed=out.signed.clone() if out.signed is not None else None,
+        classes=out.classes.clone() if out.classes is not None else None,
+        timings=timings,
+    )
 
 
 def finite(out: CamOutput) -> bool:
@@ -104,7 +102,7 @@ def finite(out: CamOutput) -> bool:
     return bool(torch.isfinite(out.raw).all() & torch.isfinite(out.logits).all())
 
 
-@dataclass
+@dataclasses.dataclass
 class _Graph:
     """One captured call: replaying `graph` reads `x` and `classes` and rewrites `out`."""
 
@@ -124,10 +122,10 @@ class FastCAM:
         model: the classifier, on its device; it is left unchanged (a prepared copy is kept when needed).
         layer: dotted name of the target layer.
         method: a key of `cams.METHODS`.
-        linear: the head's linear layer of `model`, for the closed-form `cam`.
+        linear: the head's linear layer of `model` (`head.head_for`), for the methods that use it.
         dtype: autocast dtype (torch.float16 or torch.bfloat16), or None for float32.
         channels_last: run the copy and the input in NHWC memory.
-        graphs: capture and replay CUDA graphs (ignored off CUDA and for methods outside GRAPH_METHODS).
+        graphs: capture and replay CUDA graphs (ignored off CUDA and for methods that are not `graph_safe`).
         max_graphs: how many (input shape, k) graphs to keep; the least recently used one is dropped.
         options: method options passed on to `compute_cams`.
     """
@@ -155,7 +153,7 @@ class FastCAM:
         self.method = method
         self.dtype = dtype
         self.channels_last = channels_last
-        self.graphs = graphs and device.type == "cuda" and method in GRAPH_METHODS
+        self.graphs = graphs and device.type == "cuda" and get_method(method).graph_safe
         self.max_graphs = max_graphs
         self.options = dict(options or {})
         self._graphs: OrderedDict[_GraphKey, _Graph | None] = OrderedDict()  # None: could not be captured
@@ -170,7 +168,7 @@ class FastCAM:
         versus: int | None = None,
     ) -> CamOutput:
         """Maps of k classes for each image of `x` (B, 3, H, W), as `compute_cams` gives them, in float32."""
-        table = class_table(classes, x)
+        table = class_table(classes, x).contiguous()
         if self.graphs:
             with self._lock:
                 out = self._replay(x, table, contrast, versus)
@@ -220,17 +218,13 @@ class FastCAM:
         graph.x.copy_(x)
         graph.classes.copy_(table)
         graph.graph.replay()
-        out = graph.out
-        attributions = out.attributions.clone() if out.attributions is not None else None
         timings = {"replay": time.perf_counter() - t0}  # host time to enqueue; the device runs on asynchronously
-        return CamOutput(out.raw.clone(), out.logits.clone(), out.layer, attributions, timings)
+        return cloned(graph.out, timings)
 
     def _check_classes(self, table: torch.Tensor) -> None:
         """A replay does not run the engine's class checks: out-of-range indices are refused here (one sync)."""
-        n = self.num_classes
-        if n is not None and bool(((table < 0) | (table >= n)).any()):
-            bad = int(table[(table < 0) | (table >= n)][0])
-            raise MethodError(f"class index {bad} is out of range: the model has {n} classes (0 to {n - 1})")
+        if self.num_classes is not None:
+            check_classes(table, self.num_classes)
 
     def _capture(self, x: torch.Tensor, table: torch.Tensor, contrast: str | None, versus: int | None) -> _Graph | None:
         """Warm up on a side stream, then capture one call; None when the method cannot run inside a graph.
@@ -269,12 +263,11 @@ def accelerate(backbone: Backbone, method: str = "gradcam", layer: str | None = 
     ask for it with `FastCAM(..., dtype=torch.bfloat16, graphs=False)`).
     """
     cuda = backbone.device.type == "cuda"
-    linear = find_layer(backbone.model, backbone.spec.classifier) if method == "cam" else None
     return FastCAM(
         backbone.model,
         layer or backbone.spec.target_layer,
         method,
-        linear=linear,
+        linear=backbone.head(method),
         dtype=torch.float16 if cuda else None,
         channels_last=cuda,
         graphs=cuda,

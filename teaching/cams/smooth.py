@@ -12,15 +12,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from teaching.cams import (
-    CamMethod,
-    CamOutput,
-    CamRequest,
-    batched_grad,
-    class_scores,
-    forward_with_activation,
-    register,
-)
+from teaching.cams.core import CamMethod, CamOutput, CamRequest, batched_grad, forward_with_activation
+from teaching.cams.targets import class_scores
 
 
 def noise_samples(x: torch.Tensor, n_samples: int, std: float, seed: int) -> torch.Tensor:
@@ -34,7 +27,6 @@ def noise_samples(x: torch.Tensor, n_samples: int, std: float, seed: int) -> tor
     return (torch.randn((n_samples, 1, *x.shape[1:]), generator=gen) * std).to(x.device, x.dtype)
 
 
-@register("smoothgradcampp")
 class SmoothGradCAMpp(CamMethod):
     r"""Smooth Grad-CAM++ exactly as TorchCAM 0.5.0 computes it.
 
@@ -53,6 +45,7 @@ class SmoothGradCAMpp(CamMethod):
     """
 
     name = "smoothgradcampp"
+    label = "Smooth Grad-CAM++"
 
     def run(self, req: CamRequest) -> CamOutput:
         n = req.integer("n_samples", 4, minimum=1)
@@ -76,4 +69,4 @@ class SmoothGradCAMpp(CamMethod):
             weights = (alpha * F.relu(g[:, -1])).sum((-2, -1), keepdim=True)  # (k, B, C, 1, 1)
             maps = F.relu((weights * last).sum(2)).transpose(0, 1)  # (B, k, h, w)
         timings = {"forward": t1 - t0, "backward": t2 - t1, "maps": time.perf_counter() - t2}
-        return CamOutput(maps, logits[:b].detach(), req.layer_name, timings=timings)
+        return CamOutput(maps, logits[:b].detach(), req.layer_name, timings=timings, classes=req.classes)

@@ -1,9 +1,9 @@
-"""Species groups, their gallery photos with credits, and the download cache.
+"""Species groups: the group files, their look-alike species, trait sentences and gallery photos with credits.
 
 A group file (``galleries/<id>.toml``, see docs/GALLERIES.md) names look-alike ImageNet classes, two to four trait
 sentences per species that a learner can check on a photo, and the photos of its gallery: Flickr photos with
 their credit and a relative crop box, or Wikimedia Commons files whose author and licence are read from the
-Commons API when they are downloaded (only public domain, CC0, CC BY and CC BY-SA are kept).
+Commons API when they are downloaded (see ``teaching.galleries.download``).
 
 Photos come from the local folder ``TEACHING_GALLERY_DIR`` when it is set (one sub-folder per species
 ``fixture_folder``), otherwise from the cache that ``python -m teaching.galleries download`` fills
@@ -12,41 +12,27 @@ Photos come from the local folder ``TEACHING_GALLERY_DIR`` when it is set (one s
 
 from __future__ import annotations
 
-import argparse
 import csv
-import hashlib
-import html
-import http.client
-import io
 import json
 import os
 import re
-import sys
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import tomllib
-from PIL import Image, ImageOps
 
 from teaching.errors import TeachingError
 
-GALLERY_DIR = Path(__file__).resolve().parents[1] / "galleries"
-COMMONS_API = "https://commons.wikimedia.org/w/api.php"
-MAX_SIDE = 1024  # longest side of a cached photo, in pixels
-MAX_BYTES = 60_000_000  # largest download accepted
-USER_AGENT = "teaching-gradcam/0.1 (machine teaching gallery downloader; Python urllib)"
+GALLERY_DIR = Path(__file__).resolve().parents[2] / "galleries"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
 NOT_DOWNLOADED = "not downloaded yet (run: python -m teaching.galleries download)"
 CREDIT_FIELDS = ("url", "landing_page", "author", "author_url", "license", "license_url", "sha256")
 
 Source = Literal["flickr", "commons", "local"]
-Fetch = Callable[[str], bytes]  # URL -> response body
-Progress = Callable[[int, int, str], None]  # (done, total, photo id)
 
 
 class GalleryError(TeachingError):
@@ -236,6 +222,11 @@ def credit(photo: Photo) -> str:
     return f"{text} ({photo.landing_page})" if photo.landing_page else text
 
 
+def species_groups() -> dict[str, tuple[int, ...]]:
+    """The look-alike groups of the repository's galleries/, group id -> ImageNet indices (group file order)."""
+    return {group.id: group.class_indices for group in load_groups().values()}
+
+
 def default_cache_dir() -> Path:
     """The download cache: env TEACHING_CACHE_DIR, default ~/.cache/teaching/galleries."""
     return Path(os.environ.get("TEACHING_CACHE_DIR") or Path.home() / ".cache" / "teaching" / "galleries")
@@ -247,7 +238,7 @@ def gallery_photos(group: Group, cache_dir: Path | None = None) -> list[GalleryI
     if local:
         return _local_images(group, Path(local))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    entries = _read_manifest(cache)
+    entries = read_manifest(cache)
     images = []
     for species in group.species:
         if not species.photos:
@@ -285,183 +276,10 @@ def _local_images(group: Group, root: Path) -> list[GalleryImage]:
     return images
 
 
-def fetch_url(url: str) -> bytes:
-    """GET a URL with urllib (a User-Agent as Wikimedia asks, a timeout and a size cap)."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body: bytes = response.read(MAX_BYTES + 1)
-    if len(body) > MAX_BYTES:
-        raise GalleryError(f"{url} is larger than {MAX_BYTES // 1_000_000} MB")
-    return body
-
-
-def licence_problem(short_name: str, code: str = "") -> str | None:
-    """None when a licence is free (public domain, CC0, CC BY, CC BY-SA), else why the photo is refused."""
-    name = short_name.strip() or code.strip()
-    key = re.sub(r"[\s_]+", "-", (code.strip() or short_name.strip()).lower())
-    if not name:
-        return "no licence given"
-    if re.search(r"(^|-)(nc|nd)(-|$)", key) or re.search(r"\b(NC|ND)\b", short_name):
-        return f"licence {name} is not free (NonCommercial or NoDerivatives)"
-    if key.startswith(("pd", "cc0", "cc-zero", "public-domain")) or re.fullmatch(r"cc-by(-sa)?(-[\d.]+)?(-\w+)?", key):
-        return None
-    return f"licence {name} is not public domain, CC0, CC BY or CC BY-SA"
-
-
-def strip_html(text: str) -> str:
-    """Plain text of an HTML fragment such as the Commons Artist field."""
-    return " ".join(html.unescape(re.sub(r"<[^>]*>", " ", text)).split())
-
-
-def commons_info(file_name: str, fetch: Fetch) -> dict[str, str]:
-    """What the Commons API says about a file: URLs, licence and author (raw and plain)."""
-    query = {"action": "query", "titles": f"File:{file_name}", "prop": "imageinfo", "format": "json"}
-    query |= {"iiprop": "url|extmetadata", "iiurlwidth": str(MAX_SIDE)}
-    data = json.loads(
-        _fetch(COMMONS_API + "?" + urllib.parse.urlencode(query), fetch, f"the Commons record of {file_name}")
-    )
-    if "error" in data:
-        raise GalleryError(f"Commons API error for {file_name}: {data['error'].get('info', data['error'])}")
-    page: dict[str, Any] = next(iter(data.get("query", {}).get("pages", {}).values()), {})
-    if "missing" in page or "invalid" in page or not page.get("imageinfo"):
-        raise GalleryError(f"Commons has no file '{file_name}'")
-    info, meta = page["imageinfo"][0], page["imageinfo"][0].get("extmetadata", {})
-    value = {key: str(meta.get(key, {}).get("value", "")) for key in ("LicenseShortName", "License", "LicenseUrl")}
-    artist = str(meta.get("Artist", {}).get("value", ""))
-    urls = {"url": str(info["url"]), "thumb_url": str(info.get("thumburl", "")), "page": info.get("descriptionurl", "")}
-    return {"title": page.get("title", "")} | urls | {"artist_html": artist, "author": strip_html(artist)} | value
-
-
-def _fetch(url: str, fetch: Fetch, what: str = "") -> bytes:
-    try:
-        return fetch(url)
-    except (OSError, http.client.HTTPException, ValueError) as e:
-        raise GalleryError(f"could not download {what or url} ({getattr(e, 'reason', None) or e})") from e
-
-
-def _prepare(data: bytes, crop: tuple[float, float, float, float]) -> bytes:
-    """Decode, apply EXIF rotation and the relative crop, shrink to MAX_SIDE, encode as JPEG."""
-    with Image.open(io.BytesIO(data)) as raw:
-        image = ImageOps.exif_transpose(raw).convert("RGB")
-    w, h = image.size
-    left, top = round(crop[0] * w), round(crop[1] * h)
-    image = image.crop((left, top, max(left + 1, round(crop[2] * w)), max(top + 1, round(crop[3] * h))))
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-def _wanted(photo: Photo) -> dict[str, Any]:
-    """What the group file asks for: a cached file made from something else is fetched again."""
-    return {"source": photo.source, "url": photo.url, "commons_file": photo.commons_file, "crop": list(photo.crop)}
-
-
-def _download(photo: Photo, cache: Path, fetch: Fetch) -> dict[str, Any]:
-    """Fetch one photo into the cache; the manifest entry says what was saved or why it is missing."""
-    entry: dict[str, Any] = {"source": photo.source, "wanted": _wanted(photo)}
-    try:
-        fields = {key: getattr(photo, key) for key in CREDIT_FIELDS[:-1]}
-        image_url = photo.url
-        if photo.source == "commons":
-            api = entry["commons_api"] = commons_info(photo.commons_file, fetch)
-            problem = licence_problem(api["LicenseShortName"], api["License"])
-            if problem:
-                return entry | {"missing": problem}
-            fields |= {"url": api["url"], "landing_page": api["page"] or photo.landing_page, "author": api["author"]}
-            fields |= {"author_url": "", "license": api["LicenseShortName"], "license_url": api["LicenseUrl"]}
-            image_url = api["thumb_url"] or api["url"]
-        jpeg = _prepare(_fetch(image_url, fetch), photo.crop)
-    except GalleryError as e:
-        return entry | {"missing": str(e)}
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        return entry | {"missing": f"not a usable image ({e})"}
-    file = Path("images") / f"{photo.id}.jpg"
-    (cache / file).parent.mkdir(parents=True, exist_ok=True)
-    (cache / file).write_bytes(jpeg)
-    return entry | fields | {"file": file.as_posix(), "sha256": hashlib.sha256(jpeg).hexdigest()}
-
-
-def _read_manifest(cache: Path) -> dict[str, dict[str, Any]]:
+def read_manifest(cache: Path) -> dict[str, dict[str, Any]]:
+    """Photo id -> manifest entry of a download cache; empty when the cache has no readable manifest."""
     try:
         photos = json.loads((cache / "manifest.json").read_text(encoding="utf-8")).get("photos", {})
     except (OSError, ValueError, AttributeError):
         return {}
     return photos if isinstance(photos, dict) else {}
-
-
-def _is_cached(cache: Path, entry: Mapping[str, Any], photo: Photo) -> bool:
-    path = cache / str(entry.get("file", ""))
-    if not entry.get("file") or not path.is_file() or entry.get("wanted") != _wanted(photo):
-        return False
-    return hashlib.sha256(path.read_bytes()).hexdigest() == entry.get("sha256")
-
-
-def download_gallery(
-    groups: Iterable[Group] | Mapping[str, Group],
-    cache_dir: Path | None = None,
-    progress: Progress | None = None,
-    fetch: Fetch | None = None,
-) -> dict[str, str]:
-    """Download the Flickr and Commons photos of the groups into the cache, keeping what is already there.
-
-    Returns photo id -> "downloaded", "cached" or "missing: <reason>"; a failure never stops the other photos.
-    The manifest (``manifest.json`` in the cache) records each file's sha256, its credit and what the Commons
-    API returned.
-    """
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    fetch = fetch or fetch_url
-    chosen = groups.values() if isinstance(groups, Mapping) else groups
-    photos = [p for g in chosen for s in g.species for p in s.photos if p.source != "local"]
-    entries = _read_manifest(cache)
-    status: dict[str, str] = {}
-    for done, photo in enumerate(photos):
-        if progress:
-            progress(done, len(photos), photo.id)
-        if _is_cached(cache, entries.get(photo.id, {}), photo):
-            status[photo.id] = "cached"
-            continue
-        entries[photo.id] = entry = _download(photo, cache, fetch)
-        status[photo.id] = f"missing: {entry['missing']}" if "missing" in entry else "downloaded"
-    if progress:
-        progress(len(photos), len(photos), "done")
-    cache.mkdir(parents=True, exist_ok=True)
-    (cache / "manifest.json").write_text(json.dumps({"photos": entries}, indent=1, sort_keys=True), encoding="utf-8")
-    return status
-
-
-def _print_progress(done: int, total: int, label: str) -> None:
-    filled = 30 * done // max(total, 1)
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {label[:48]:<48}")
-    sys.stderr.write("\n" if done == total else "")
-    sys.stderr.flush()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m teaching.galleries download [--cache DIR] [--group ID]``: 0 when every photo is ready."""
-    parser = argparse.ArgumentParser(prog="python -m teaching.galleries", description="Manage the photo galleries.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    download = commands.add_parser("download", help="download the gallery photos into the cache")
-    download.add_argument("--cache", type=Path, help="cache folder (default: $TEACHING_CACHE_DIR or ~/.cache/...)")
-    download.add_argument("--group", action="append", help="only this group id (repeatable)")
-    args = parser.parse_args(argv)
-    try:
-        groups = load_groups()
-        unknown = sorted(set(args.group or ()) - set(groups))
-        if unknown:
-            raise GalleryError(f"unknown group '{unknown[0]}' (known: {', '.join(groups)})")
-    except GalleryError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    chosen = [groups[g] for g in args.group] if args.group else list(groups.values())
-    cache = args.cache or default_cache_dir()
-    status = download_gallery(chosen, cache, progress=_print_progress)
-    missing = {k: v for k, v in status.items() if v.startswith("missing")}
-    print(f"{len(status) - len(missing)} photos ready in {cache}, {len(missing)} missing")
-    for photo_id, reason in missing.items():
-        print(f"  {photo_id}: {reason}")
-    return 1 if missing else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,10 @@
-"""CAM maps after the engine: bilinear upsampling to the image and min-max scaling to [0, 1].
+"""CAM maps after the engine: bilinear upsampling to the image, min-max scaling to [0, 1], placing on the photo.
 
 `upsample` is the resize pytorch-grad-cam's `scale_cam_image` does (cv2 bilinear, half-pixel centres) followed by
 the per-map scaling, written so that the large tensor is produced once: the scaling is affine and bilinear
 weights sum to 1, so the small maps are scaled first, with the extremes of the resized map read from a few of its
-rows and columns. `minmax` scales maps as they are. Imports only torch.
+rows and columns. `minmax` scales maps as they are; `place_maps` puts maps of the model's crop back onto the
+whole photo. Imports only torch and NumPy.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 from contextlib import AbstractContextManager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -125,3 +127,14 @@ def _scale_(maps: torch.Tensor) -> torch.Tensor:
     lo, hi = maps.flatten(-2).aminmax(dim=-1)  # (..., ) each
     maps.sub_(lo[..., None, None]).div_((hi - lo).clamp_min(torch.finfo(torch.float32).tiny)[..., None, None])
     return maps
+
+
+def place_maps(raw: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """Scale (k, h, w) maps to the crop box (x0, y0, x1, y1), min-max each to [0, 1], and paste them into a zero
+    frame of `size` = (width, height): (k, H, W) float32."""
+    x0, y0, x1, y1 = box
+    inner = upsample(raw.unsqueeze(0), (y1 - y0, x1 - x0))[0]  # (k, y1-y0, x1-x0)
+    width, height = size
+    out = np.zeros((raw.shape[0], height, width), dtype=np.float32)
+    out[:, y0:y1, x0:x1] = inner.detach().cpu().numpy()
+    return out

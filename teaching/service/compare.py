@@ -1,0 +1,126 @@
+"""The Compare page: one photo, a matrix of methods x backbones, with the sanity-check note on the guided methods.
+
+The photo is preprocessed once per backbone (`teaching.api.prepare`) and that input is explained by every method.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from teaching.api import Explanation, Prepared, explain, prepare
+from teaching.cams import METHODS
+from teaching.errors import TeachingError
+from teaching.models import get_spec, preprocess_image
+from teaching.render import fit_image, gradient_image, make_grid, overlay
+from teaching.service.catalog import (
+    COMPARE_METHODS,
+    available_backbones,
+    available_methods,
+    check_backbone,
+    check_method,
+    label,
+)
+from teaching.service.photos import read_photo
+from teaching.service.text import percent
+
+COMPARE_CELL = 160  # side of one map in the methods x backbones matrix
+SANITY_NOTE = (
+    "Guided Backprop and Guided Grad-CAM fail the model-randomisation sanity check (Adebayo et al., NeurIPS 2018): "
+    "their pictures hardly change when the model's last layers are replaced by random weights, so they show the "
+    "edges of the photo more than what the model uses. Do not learn species traits from them."
+)
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is running)
+
+
+@dataclass
+class CompareResult:
+    """A matrix of maps: one row per backbone (its top-1 class), one column per method after the photo."""
+
+    grid: Image.Image
+    methods: list[str]
+    backbones: list[str]
+    classes: dict[str, tuple[int, str, float]]  # backbone -> the class explained (its top-1)
+    errors: dict[tuple[str, str], str]  # (method, backbone) -> why that cell is empty
+    seconds: dict[tuple[str, str], float]  # (method, backbone) -> time of the engine call
+    note: str = SANITY_NOTE
+
+
+def compare(
+    image: str | os.PathLike[str] | Image.Image | np.ndarray | None,
+    methods: Sequence[str] | None = None,
+    backbones: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> CompareResult:
+    """Explain the top-1 class of each backbone with each method, on the crop the model sees.
+
+    Args:
+        image: the photo.
+        methods: keys of COMPARE_METHODS; default all the engine knows.
+        backbones: default every available backbone (offline ones, and others whose weights are cached).
+        progress: called with (fraction done, what runs next).
+    """
+    photo = read_photo(image)
+    methods = list(methods) if methods else available_methods(COMPARE_METHODS)
+    backbones = list(backbones) if backbones else available_backbones()
+    for m in methods:
+        check_method(m, COMPARE_METHODS)
+    for b in backbones:
+        check_backbone(b)
+    cells: list[list[Image.Image | None]] = [[None] * (len(methods) + 1) for _ in backbones]
+    captions = [[""] * (len(methods) + 1) for _ in backbones]
+    classes: dict[str, tuple[int, str, float]] = {}
+    errors: dict[tuple[str, str], str] = {}
+    seconds: dict[tuple[str, str], float] = {}
+    total, done = len(methods) * len(backbones), 0
+    for r, backbone in enumerate(backbones):
+        prepared: Prepared | None = None
+        for c, method in enumerate(methods, start=1):
+            if progress:
+                progress(done / total, f"{label(method)} on {backbone}")
+            target = [classes[backbone][0]] if backbone in classes else None
+            t0 = time.perf_counter()
+            try:
+                # loaded and preprocessed in the first cell of the row: its time includes them, as it always has
+                prepared = prepared or prepare(photo, backbone, decoded=True)
+                e = explain(prepared, target, method=method, top_k=1)
+            except TeachingError as exc:
+                errors[method, backbone] = str(exc)
+                captions[r][c] = str(exc)
+            else:
+                seconds[method, backbone] = time.perf_counter() - t0
+                classes.setdefault(backbone, e.top(1)[0])
+                cells[r][c] = _compare_cell(e)
+                captions[r][c] = f"{seconds[method, backbone]:.2f} s"
+            done += 1
+        cells[r][0] = photo.crop(prepared.crop_box if prepared else _model_crop(photo, backbone))
+    if progress:
+        progress(1.0, "done")
+    row_labels = []
+    for b in backbones:
+        top = classes.get(b)
+        row_labels.append(f"{b}: {top[1]} ({percent(top[2])})" if top else b)
+    col_labels = ["what the model sees"] + [
+        label(m) + (" (fails the sanity check)" if METHODS[m].fails_sanity else "") for m in methods
+    ]
+    grid = make_grid(cells, captions, row_labels, col_labels, cell_size=COMPARE_CELL)
+    return CompareResult(grid, methods, backbones, classes, errors, seconds)
+
+
+def _model_crop(photo: Image.Image, backbone: str) -> tuple[int, int, int, int]:
+    """The box of the photo that the backbone sees (its centre crop), for a row whose model could not be loaded."""
+    return preprocess_image(photo, get_spec(backbone).preprocess)[1]
+
+
+def _compare_cell(e: Explanation) -> Image.Image:
+    """The picture of one explanation on the crop the model saw: a heatmap, or the gradient image."""
+    crop = fit_image(e.image.crop(e.crop_box), COMPARE_CELL)
+    if e.attributions is not None:
+        return gradient_image(e.attributions[0]).resize(crop.size, Image.Resampling.BILINEAR)
+    return overlay(crop, e.crop_maps(crop.size)[0])

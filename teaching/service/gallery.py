@@ -1,0 +1,68 @@
+"""The gallery beside the Explore page: the photos of a group with their credits, and where they come from.
+
+Photos come from a local folder (TEACHING_GALLERY_DIR) or the download cache, which a background thread fills at
+start-up; a photo that cannot be fetched is listed as missing with the reason, and uploads work all the same.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from teaching.galleries import default_cache_dir, download_gallery, gallery_photos
+from teaching.service.groups import get_group, groups
+
+
+@dataclass
+class GalleryView:
+    """The photos of a group that can be shown, and what is missing."""
+
+    photos: list[tuple[Path, str]]  # (file, caption: species and credit)
+    links: list[str]  # the credit's link of each photo ("" when none), same order
+    credits: str  # Markdown list: one credit line per photo, with its link
+    missing: str  # one sentence on the photos that are not available ("" when none)
+
+
+def gallery(group_id: str) -> GalleryView:
+    """The gallery of a group: local photos (TEACHING_GALLERY_DIR) or the download cache, with credits."""
+    group = get_group(group_id)
+    names = {s.id: s.name for s in group.species}
+    photos, links, lines = [], [], []
+    missing: dict[str, list[str]] = {}  # reason -> species names, one entry per missing photo
+    for item in gallery_photos(group):
+        if item.path is None:
+            missing.setdefault(str(item.missing), []).append(names[item.species_id])
+            continue
+        photos.append((item.path, f"{names[item.species_id]}. {item.credit}"))
+        links.append(item.link)
+        credit = f"[{item.credit}]({item.link})" if item.link else item.credit
+        lines.append(f"{len(photos)}. {names[item.species_id]}: {credit}")
+    text = ""
+    if missing:
+        count = sum(len(v) for v in missing.values())
+        reasons = [f"{', '.join(dict.fromkeys(species))}: {reason}" for reason, species in missing.items()]
+        text = f"{count} photo{'s' if count > 1 else ''} of this group cannot be shown. " + "; ".join(reasons)
+        text += ". Uploads always work."
+    return GalleryView(photos, links, "\n".join(lines), text)
+
+
+def download_galleries_in_background() -> threading.Thread | None:
+    """Fetch the gallery photos that are not cached yet, in a daemon thread; None when there is nothing to do.
+
+    Nothing is fetched when TEACHING_GALLERY_DIR points at a local folder or TEACHING_NO_DOWNLOAD=1. A photo that
+    cannot be fetched (no network, a licence that is not free) is recorded in the cache's manifest, and the
+    gallery says why it is missing; uploads work all the same.
+    """
+    if os.environ.get("TEACHING_GALLERY_DIR") or os.environ.get("TEACHING_NO_DOWNLOAD") == "1":
+        return None
+    thread = threading.Thread(target=download_gallery, args=(groups(),), name="gallery-download", daemon=True)
+    thread.start()
+    return thread
+
+
+def photo_dirs() -> list[Path]:
+    """The folders gallery photos are read from (a web server must be allowed to serve them)."""
+    local = os.environ.get("TEACHING_GALLERY_DIR")
+    return [Path(local).resolve()] if local else [default_cache_dir().resolve()]

@@ -1,0 +1,161 @@
+"""The Quiz page: the teaching protocol of `teaching.quiz`, turned into what a page shows.
+
+A photo and the species to choose from; in the teaching phase, feedback with the contrastive map of the true species
+and its traits; at the end, the score against chance. The quiz state travels with the page (a JSON-safe dict) and is
+checked on every call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from teaching.api import explain, prepare
+from teaching.galleries import gallery_photos
+from teaching.models import DEFAULT_BACKBONE
+from teaching.quiz import Feedback, QuizConfig, QuizError, QuizState, answer, can_advance, current_question, new_quiz
+from teaching.quiz import advance as quiz_advance
+from teaching.quiz import score as quiz_score
+from teaching.render import darken_outside, fit_image, make_grid, overlay
+from teaching.service.groups import get_group
+from teaching.service.photos import read_photo
+from teaching.service.text import percent
+
+FEEDBACK_CELL = 320  # side of the photo in the feedback pictures (larger than a cell of the Explore grid)
+
+
+@dataclass
+class QuizStep:
+    """What the quiz page shows now."""
+
+    state: dict[str, Any]  # the quiz state to keep for the next call (JSON-safe; kept per browser session)
+    phase: str  # "teach", "test" or "done"
+    progress: str  # e.g. "Teaching: photo 2 of 6"
+    photo: Path | None  # the photo to classify; None when the quiz is over
+    choices: list[tuple[str, str]]  # (display name, species id)
+    answered: bool = False  # the teaching photo has its feedback: wait for Next
+    feedback: str | None = None  # Markdown: right or wrong, the true species, what the model says, the traits
+    explanation: Image.Image | None = None  # the contrastive map of the true species (highlight and heatmap)
+    score: str | None = None  # Markdown: the test score against chance, per species, confusions
+
+
+def start_quiz(group_id: str, n_teach: int = 6, n_test: int = 6, seed: int = 0) -> QuizStep:
+    """A new quiz over the gallery photos of a group (the same seed gives everyone the same test photos)."""
+    group = get_group(group_id)
+    images = [(str(p.path), p.species_id) for p in gallery_photos(group) if p.path is not None]
+    if not images:
+        raise QuizError(f"no photos of {group.title} are available: download the galleries or set TEACHING_GALLERY_DIR")
+    state = new_quiz(group, images, QuizConfig(n_teach=n_teach, n_test=n_test, seed=seed))
+    return _step(state)
+
+
+def quiz_answer(state: dict[str, Any] | None, species_id: str | None, now: float | None = None) -> QuizStep:
+    """Record a guess: in the teaching phase the feedback and explanation, in the test phase the next photo."""
+    quiz = _load(state)
+    if not species_id:
+        raise QuizError("choose a species first")
+    question = current_question(quiz)
+    quiz, feedback = answer(quiz, species_id, now)
+    if feedback is None or question is None:
+        return _step(quiz)
+    text, image = _teach(quiz, Path(question.image), feedback)
+    if now is None:
+        quiz.feedback_at = time.time()  # the pause starts when the learner sees the feedback, not before
+    return _step(quiz, answered=True, feedback=text, explanation=image)
+
+
+def quiz_can_advance(state: dict[str, Any] | None, now: float | None = None) -> bool:
+    """True when Next may be pressed (the pause after the feedback has passed)."""
+    return state is not None and can_advance(_load(state), now)
+
+
+def quiz_next(state: dict[str, Any] | None, now: float | None = None) -> QuizStep:
+    """Go on after the feedback: the next teaching photo, or the first test photo."""
+    return _step(quiz_advance(_load(state), now))
+
+
+def _load(state: dict[str, Any] | None) -> QuizState:
+    """The quiz of a state sent back by the page, refused when it names photos outside the group's gallery."""
+    if not state:
+        raise QuizError("start a quiz first")
+    quiz = QuizState.from_dict(state)
+    allowed = {str(p.path) for p in gallery_photos(get_group(quiz.group_id)) if p.path is not None}
+    if any(q.image not in allowed for q in quiz.teach + quiz.test):
+        raise QuizError("the quiz state is damaged: start a new quiz")
+    return quiz
+
+
+def _step(
+    quiz: QuizState, answered: bool = False, feedback: str | None = None, explanation: Image.Image | None = None
+) -> QuizStep:
+    """What the page shows for the quiz as it is now."""
+    choices = [(name, sid) for sid, name in quiz.names.items()]
+    question = current_question(quiz)
+    if quiz.phase == "done" or question is None:
+        return QuizStep(quiz.to_dict(), "done", "Finished", None, choices, score=_score_text(quiz))
+    phase = "Teaching" if quiz.phase == "teach" else "Test (no feedback)"
+    total = len(quiz.teach if quiz.phase == "teach" else quiz.test)
+    progress = f"{phase}: photo {quiz.index + 1} of {total}"
+    return QuizStep(
+        quiz.to_dict(), quiz.phase, progress, Path(question.image), choices, answered, feedback, explanation
+    )
+
+
+def _teach(quiz: QuizState, photo_path: Path, feedback: Feedback) -> tuple[str, Image.Image]:
+    """The feedback text and the contrastive map of the true species against the guess (or the others)."""
+    group = get_group(quiz.group_id)
+    true = group.species_by_id(feedback.explain_species_id)
+    others = [group.species_by_id(s).imagenet_index for s in feedback.contrast_species_ids]
+    prepared = prepare(read_photo(photo_path), DEFAULT_BACKBONE, decoded=True)
+    photo = prepared.image
+    if len(others) == 1:
+        e = explain(prepared, [true.imagenet_index], method="contrastive", contrast="pair", versus=others[0])
+    else:
+        e = explain(prepared, [true.imagenet_index, *others], method="contrastive", contrast="group")
+    shown = fit_image(photo, FEEDBACK_CELL)
+    m = e.maps_at(shown.size)[0]
+    image = make_grid(
+        [[darken_outside(shown, m), overlay(shown, m)]],
+        col_labels=["highlight", "heatmap"],
+        cell_size=FEEDBACK_CELL,
+    )
+    top_index, top_name, top_p = e.top(1)[0]
+    model = f"The model gives {true.name} {percent(float(e.probs[true.imagenet_index]))}."
+    if top_index != true.imagenet_index:
+        model += f" It would itself say {top_name} ({percent(top_p)}) here, so read the highlight with care."
+    traits = "\n".join(f"- {t}" for t in feedback.traits)
+    caveat = f"\n\n*{group.caveat}*" if group.caveat else ""
+    text = f"### {feedback.message}\n\n{feedback.caption} {model}{caveat}\n\n**{true.name}:**\n{traits}"
+    return text, image
+
+
+def _score_text(quiz: QuizState) -> str:
+    """The test result in Markdown: score against chance, per species, the confusions."""
+    s = quiz_score(quiz)
+    lines = [
+        f"### Your score: {s.n_correct} of {s.n_questions} ({s.accuracy:.0%})",
+        f"Guessing at random would give {s.chance:.0%}.",
+        "",
+        "| species | right |",
+        "| --- | --- |",
+    ]
+    for sid, (right, shown) in s.per_species_counts.items():
+        lines.append(f"| {quiz.names[sid]} | {right} of {shown} |")
+    if s.confusions:
+        lines.append("")
+        pairs = sorted(s.confusions.items(), key=lambda kv: (-kv[1], kv[0]))
+        for (true, guess), n in pairs:
+            times = "once" if n == 1 else f"{n} times"
+            lines.append(f"- You took {_a(quiz.names[true])} for {_a(quiz.names[guess])} {times}.")
+    else:
+        lines += ["", "No confusions: every test photo was right."]
+    return "\n".join(lines)
+
+
+def _a(name: str) -> str:
+    """The name with its indefinite article: "an African elephant", "a tusker"."""
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
