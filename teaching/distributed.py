@@ -93,6 +93,7 @@ def start_ray(address: str | None, cpus: int | None = None) -> Any:
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": we know
     return ray
 
 
