@@ -113,8 +113,8 @@ def run_config(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """What an actor needs to rebuild the run's Settings: plain values, no model."""
     return {
         "backbone": args.backbone,
-        "weights": args.weights,
-        "labels": args.labels,
+        "weights": str(Path(args.weights).resolve()) if args.weights else None,  # the actors' folder may differ
+        "labels": str(Path(args.labels).resolve()) if args.labels else None,
         "device": args.device,
         "method": s.method,
         "layer": s.layer,

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -77,13 +78,14 @@ def ray_runner(args: argparse.Namespace, layer: str, log: Callable[[str], None])
         if not todo:
             return
         ray = start_ray(args.address)
+        samples = [replace(s, path=s.path.resolve()) for s, _ in todo]  # the actors' folder may differ from ours
         items = [
             {"order": i, "pending": json.dumps([[v.impl, v.method, v.contrast] for v in pending])}
             for i, (_, pending) in enumerate(todo)
         ]
         ds = ray.data.from_items(items).map_batches(
             EvaluateActor,
-            fn_constructor_kwargs={"config": run_config(args, layer), "samples": [s for s, _ in todo]},
+            fn_constructor_kwargs={"config": run_config(args, layer), "samples": samples},
             batch_size=1,
             batch_format="numpy",
             **actor_pool(ray, args.workers),
