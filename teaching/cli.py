@@ -62,8 +62,8 @@ outputs (in --out, or in one subfolder per photo when several are given):
 many photos, or past one machine (pip install "teaching[ray]"):
   {PROG} explain photos/ --out out/ --engine ray --workers 4 --batch-size 16
       the same files, made by 4 Ray actors that each load the model once (one GPU each when there are GPUs)
-  {PROG} explain photos/ --out /shared/out/ --engine ray --address ray://head:10001
-      on a running Ray cluster; --out must be a folder every node can write (a shared file system)
+  {PROG} explain photos/ --out /shared/out/ --engine ray --address auto
+      on a node of a running Ray cluster; photos and --out must be where every node can read and write them
 """
 
 

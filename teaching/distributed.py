@@ -43,7 +43,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--address",
         metavar="ADDR",
-        help="with --engine ray: the cluster to join (e.g. auto or ray://head:10001); default a local Ray",
+        help="with --engine ray: the Ray cluster to join (e.g. auto, on one of its nodes); default a local Ray",
     )
     p.add_argument(
         "--workers",
