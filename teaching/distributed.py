@@ -63,6 +63,7 @@ def require_ray() -> Any:
     """The ray module, or a one-line TeachingError saying how to install it."""
     try:
         import ray
+        import ray.data  # noqa: F401  (the `data` extra: pandas, pyarrow)
     except ImportError:
         raise TeachingError(INSTALL) from None
     return ray
