@@ -161,7 +161,7 @@ def explain(
     if isinstance(image, Prepared):
         if backbone is not None and _name(backbone) != image.backbone.name:
             raise MethodError(f"the photo was prepared for {image.backbone.name}, not {_name(backbone)}")
-        bb, img, x, box = image.backbone, image.image, image.x, image.crop_box
+        photo = image
         t1 = t2 = time.perf_counter()
     else:
         bb = (
@@ -172,13 +172,42 @@ def explain(
         t1 = time.perf_counter()
         img = load_image(image)
         x, box = bb.preprocess(img)
+        photo = Prepared(img, x, box, bb)
         t2 = time.perf_counter()
+    e = explain_batch([photo], classes, method, layer, contrast, versus, top_k, **options)[0]
+    e.timings = {**e.timings, "load": t1 - t0, "preprocess": t2 - t1, "total": time.perf_counter() - t0}
+    return e
+
+
+def explain_batch(
+    photos: Sequence[Prepared],
+    classes: Sequence[int | str] | None = None,
+    method: str = "gradcam",
+    layer: str | None = None,
+    contrast: str | None = None,
+    versus: int | str | None = None,
+    top_k: int = 3,
+    **options: object,
+) -> list[Explanation]:
+    """Explain several prepared photos with one engine call: one forward pass and one batched gradient.
+
+    Every front end that explains many photos (the local `explain` command, the Ray actors) calls this, so their
+    maps are the same. The photos must share one backbone; they all have its S x S input (each its own crop box).
+    Arguments as in `explain`; `classes` None gives each photo its own `top_k` classes.
+    """
+    if not photos:
+        return []
+    bb = photos[0].backbone
+    if any(p.backbone is not bb for p in photos):
+        raise MethodError("the photos of one batch must be prepared for the same backbone")
+    t0 = time.perf_counter()
     # left to the prediction, the classes come from the method's own forward pass (see compute_cams)
     targets = resolve_classes(classes, bb.labels) if classes is not None and len(classes) else None
     versus_idx = resolve_classes([versus], bb.labels)[0] if versus is not None else None
     linear = bb.head(method)  # checks the method's name; None where the method does not use the head
     if METHODS[method].needs_head and linear is None:
         raise MethodError(f"the closed-form CAM needs a global-average-pool + linear head; {bb.name} has none")
+    x = torch.cat([p.x for p in photos]) if len(photos) > 1 else photos[0].x
     out = compute_cams(
         bb.model,
         x,
@@ -191,31 +220,41 @@ def explain(
         top_k=top_k,
         **options,
     )
-    t3 = time.perf_counter()
+    t1 = time.perf_counter()
     assert out.classes is not None  # compute_cams always sets them
-    targets = out.classes[0].tolist()
-    probs = torch.softmax(out.logits.float(), dim=1)[0]
-    attributions = out.attributions[0].float().cpu().numpy() if out.attributions is not None else None
-    t4 = time.perf_counter()
-    timings = {"load": t1 - t0, "preprocess": t2 - t1, **out.timings, "cams": t3 - t2, "to_numpy": t4 - t3}
-    timings["total"] = t4 - t0
-    return Explanation(
-        image=img,
-        classes=targets,
-        class_names=[bb.labels[i] for i in targets],
-        method=method,
-        backbone=bb.name,
-        raw_maps=out.raw[0].detach().float().cpu().numpy(),
-        probs=probs.detach().cpu().numpy().astype(np.float32),
-        target_layer=out.layer,
-        input_tensor=x,
-        crop_box=box,
-        labels=bb.labels,
-        attributions=attributions,
-        signed_maps=out.signed[0].cpu().numpy() if out.signed is not None else None,
-        contrast=contrast or (("pair" if versus_idx is not None else "group") if method == "contrastive" else None),
-        timings=timings,
-    )
+    probs = torch.softmax(out.logits.float(), dim=1).detach().cpu().numpy().astype(np.float32)
+    raw = out.raw.detach().float().cpu().numpy()
+    attributions = out.attributions.float().cpu().numpy() if out.attributions is not None else None
+    signed = out.signed.cpu().numpy() if out.signed is not None else None
+    shown = contrast or (("pair" if versus_idx is not None else "group") if method == "contrastive" else None)
+    t2 = time.perf_counter()
+    # prepared photos: no loading or preprocessing here (callers that prepared them may fill these in)
+    timings = {"load": 0.0, "preprocess": 0.0, **out.timings, "cams": t1 - t0, "to_numpy": t2 - t1, "total": t2 - t0}
+    if len(photos) > 1:
+        timings["batch"] = len(photos)  # the engine's timings are the whole batch's
+    result = []
+    for i, p in enumerate(photos):
+        chosen = out.classes[i].tolist()
+        result.append(
+            Explanation(
+                image=p.image,
+                classes=chosen,
+                class_names=[bb.labels[c] for c in chosen],
+                method=method,
+                backbone=bb.name,
+                raw_maps=raw[i],
+                probs=probs[i],
+                target_layer=out.layer,
+                input_tensor=p.x,
+                crop_box=p.crop_box,
+                labels=bb.labels,
+                attributions=attributions[i] if attributions is not None else None,
+                signed_maps=signed[i] if signed is not None else None,
+                contrast=shown,
+                timings=dict(timings),
+            )
+        )
+    return result
 
 
 def _name(backbone: str | Backbone) -> str:

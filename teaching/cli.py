@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from teaching.api import explain
+from teaching.api import Prepared, explain_batch, prepare
 from teaching.cams import METHODS, find_layer, get_method
+from teaching.distributed import add_engine_options, explain_on_ray
 from teaching.errors import ClassNameError, ImageError, MethodError, TeachingError
 from teaching.labels import resolve_classes
 from teaching.models import BACKBONES, DEFAULT_BACKBONE, load_backbone
-from teaching.outputs import GridRow, Settings, output_folders, write_grid, write_results, writing
+from teaching.outputs import (
+    GridRow,
+    Settings,
+    index_row,
+    output_folders,
+    write_grid,
+    write_index,
+    write_results,
+    writing,
+)
 from teaching.render import COLORMAPS
 
 PROG = "python -m teaching"
@@ -46,6 +57,13 @@ outputs (in --out, or in one subfolder per photo when several are given):
                               classes (k,), probs (num_classes,), attributions (k, 3, S, S) for guided methods
   result.json                 top-5 predictions, classes, method, backbone, target layer, crop box, timings
   grid.png                    (in --out) rows = photos, columns = classes, captions "name  probability"
+  index.csv                   (in --out) one line per photo: top-1 prediction and classes, or its error
+
+many photos, or past one machine (pip install "teaching[ray]"):
+  {PROG} explain photos/ --out out/ --engine ray --workers 4 --batch-size 16
+      the same files, made by 4 Ray actors that each load the model once (one GPU each when there are GPUs)
+  {PROG} explain photos/ --out /shared/out/ --engine ray --address auto
+      on a node of a running Ray cluster; photos and --out must be where every node can read and write them
 """
 
 
@@ -116,7 +134,12 @@ def _add_explain(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
         epilog=EXPLAIN_EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="photo files (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="photo files (JPEG, PNG, WebP, GIF, BMP, TIFF) or folders of them",
+    )
     p.add_argument(
         "-b",
         "--backbone",
@@ -196,6 +219,14 @@ def _add_explain(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
         metavar="A",
         help="weight of the heatmap colours over the photo, in [0, 1] (default 0.5)",
     )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        metavar="B",
+        help="photos per engine call: one forward pass and one batched gradient (default 8)",
+    )
+    add_engine_options(p)
     p.set_defaults(run=run_explain)
 
 
@@ -248,34 +279,91 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(backbone, method, layer, classes, args.top, contrast, versus, args.cmap, args.alpha)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def expand_images(items: Sequence[str]) -> list[str]:
+    """The photo files named, with each folder replaced by its photos (sorted by name, not recursive)."""
+    out: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(f) for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not found:
+                raise ImageError(f"{item}: the folder holds no photos ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(found)
+        else:
+            out.append(item)
+    return out
+
+
 def run_explain(args: argparse.Namespace) -> int:
     """The explain command; 0 when every photo was explained, 1 when some photos failed, 2 when all did."""
     s = settings_from(args)
     out = Path(args.out)
-    rows: list[GridRow] = []
-    failed = 0
-    for source, folder in zip(args.images, output_folders(args.images, out), strict=True):
-        try:
-            e = explain(
-                source, s.classes, s.method, s.backbone, s.layer, contrast=s.contrast, versus=s.versus, top_k=s.top
+    images = expand_images(args.images)
+    folders = output_folders(images, out)
+    if args.engine == "ray":
+        index = explain_on_ray(images, folders, s, args)
+        rows = [r for r in index if not r["error"]]
+        grid: list[GridRow] = []
+    else:
+        index, grid = explain_locally(images, folders, s, args.batch_size)
+        rows = [r for r in index if not r["error"]]
+    for r in index:
+        if r["error"]:
+            print(f"error: {r['error']}", file=sys.stderr)
+        else:
+            print(
+                f"{r['image']}: top-1 {r['top1_name']} ({r['top1_index']}) {float(str(r['top1_prob'])):.2f}; "
+                f"wrote {r['folder']}"
             )
-        except ImageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        with writing(folder):
-            rows.append(write_results(e, source, folder, s))
-        index, name, prob = e.top(1)[0]
-        print(f"{source}: top-1 {name} ({index}) {prob:.2f}; wrote {folder}")
     if rows:
         with writing(out):
-            write_grid(rows, s, out / "grid.png")
-        print(f"grid: {out / 'grid.png'}")
+            if args.engine == "ray":
+                from teaching.outputs import read_grid_row
+
+                grid = [read_grid_row(str(r["image"]), Path(str(r["folder"]))) for r in rows]
+            write_grid(grid, s, out / "grid.png")
+            write_index(index, out / "index.csv")
+        print(f"grid: {out / 'grid.png'}; index: {out / 'index.csv'}")
+    failed = len(index) - len(rows)
     if not failed:
         return 0
-    if len(args.images) > 1:
-        print(f"error: {failed} of {len(args.images)} images could not be explained", file=sys.stderr)
+    if len(images) > 1:
+        print(f"error: {failed} of {len(images)} images could not be explained", file=sys.stderr)
     return 1 if rows else 2
+
+
+def explain_locally(
+    images: Sequence[str], folders: Sequence[Path], s: Settings, batch_size: int
+) -> tuple[list[dict[str, object]], list[GridRow]]:
+    """Explain the photos in this process, `batch_size` per engine call; the index rows and the grid rows."""
+    index: list[dict[str, object] | None] = [None] * len(images)  # in the order given
+    grid: list[GridRow] = []
+    pending: list[tuple[int, Prepared, float]] = []
+
+    def flush() -> None:
+        batch = explain_batch([p for _, p, _ in pending], **s.explain_options())
+        for (i, _, seconds), e in zip(pending, batch, strict=True):
+            e.timings["preprocess"] = seconds  # this photo's decoding and preprocessing
+            with writing(folders[i]):
+                grid.append(write_results(e, images[i], folders[i], s))
+            index[i] = index_row(images[i], folders[i], e)
+        pending.clear()
+
+    for i, source in enumerate(images):
+        t0 = time.perf_counter()
+        try:
+            pending.append((i, prepare(source, s.backbone), time.perf_counter() - t0))
+        except ImageError as exc:
+            index[i] = index_row(source, folders[i], error=str(exc))
+            continue
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    return [r for r in index if r is not None], grid
 
 
 # --- backbones, evaluate ---------------------------------------------------------------------------------------

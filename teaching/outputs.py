@@ -9,6 +9,7 @@ so their outputs are the same files.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import time
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -42,6 +44,17 @@ class Settings:
     versus: int | None
     cmap: str
     alpha: float
+
+    def explain_options(self) -> dict[str, Any]:
+        """The keyword arguments of `teaching.api.explain_batch` that these settings fix (every engine's call)."""
+        return {
+            "classes": self.classes,
+            "method": self.method,
+            "layer": self.layer,
+            "contrast": self.contrast,
+            "versus": self.versus,
+            "top_k": self.top,
+        }
 
 
 def output_folders(images: Sequence[str], out: Path) -> list[Path]:
@@ -132,6 +145,42 @@ def write_grid(rows: Sequence[GridRow], s: Settings, path: Path) -> None:
         title += ", each class rather than the others"
     cells = [r.cells for r in rows]
     make_grid(cells, [r.captions for r in rows], [r.label for r in rows], col_labels, CELL, title).save(path)
+
+
+INDEX_COLUMNS = ("image", "folder", "top1_index", "top1_name", "top1_prob", "classes", "error")
+
+
+def index_row(source: str, folder: Path, e: Explanation | None = None, error: str = "") -> dict[str, object]:
+    """One line of index.csv: the photo's top-1 prediction and its classes, or the one-line error it failed with."""
+    row: dict[str, object] = {"image": source, "folder": str(folder), "error": error}
+    if e is not None:
+        index, name, prob = e.top(1)[0]
+        row.update(top1_index=index, top1_name=name, top1_prob=f"{prob:.6f}")
+        row["classes"] = " ".join(str(c) for c in e.classes)
+    return row
+
+
+def write_index(rows: Sequence[dict[str, object]], path: Path) -> None:
+    """index.csv: one line per photo given, in the order given, with its prediction or its error."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=INDEX_COLUMNS, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_grid_row(source: str, folder: Path) -> GridRow:
+    """The grid row of a photo whose files are already written (by another process): the same row
+    `write_results` returned, read back from result.json and the lossless PNG overlays."""
+    result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    cells: list[Image.Image] = []
+    captions: list[str] = []
+    for entry in result["classes"]:
+        with Image.open(folder / entry.get("gradient", entry["overlay"])) as picture:
+            cell = picture.convert("RGB")
+        cell.thumbnail((CELL, CELL), Image.Resampling.LANCZOS)
+        cells.append(cell)
+        captions.append(f"{entry['name']}  {np.float32(entry['prob']):.2f}")
+    return GridRow(Path(source).name, cells, captions)
 
 
 @contextmanager

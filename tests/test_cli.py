@@ -64,7 +64,7 @@ def test_explain_writes_overlays_maps_and_result_that_agree(fixtures_dir, tmp_pa
     assert code == 0, err
     assert f"{photo}: top-1 African elephant (386)" in stdout and err == ""
     names = ["overlay_386_African_elephant.png", "overlay_385_Indian_elephant.png", "overlay_101_tusker.png"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "grid.png", "maps.npz", "result.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "grid.png", "index.csv", "maps.npz", "result.json"])
 
     result = json.loads((out / "result.json").read_text())
     npz = np.load(out / "maps.npz")
@@ -254,7 +254,7 @@ def test_user_mistakes_give_one_line_and_exit_2(fixtures_dir, tmp_path, capsys, 
         (lambda d: d / "missing.jpg", "missing.jpg: file not found"),
         (lambda d: write(d / "empty.png", b""), "empty.png: empty file (0 bytes)"),
         (lambda d: write(d / "text.png", b"hello"), "text.png: not an image file"),
-        (lambda d: d, "is a folder, not an image file"),
+        (lambda d: d, "the folder holds no photos"),
     ],
 )
 def test_a_single_bad_image_exits_2(tmp_path, capsys, make, fragment):

@@ -13,6 +13,7 @@ import torch
 
 from teaching import metrics
 from teaching.cams import find_layer
+from teaching.distributed import add_engine_options
 from teaching.errors import TeachingError
 from teaching.evaluation.data import EvaluationError, read_labelled, read_species
 from teaching.evaluation.peers import peer_variants
@@ -51,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=metrics.DELETION_STEPS, help="deletion/insertion steps")
     p.add_argument("--sanity-levels", type=int, default=4, help="units randomised, cumulative from the top")
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap resamples of the intervals")
+    add_engine_options(p)
     return p
 
 
@@ -86,6 +88,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> str:
     layer = args.layer or bb.spec.target_layer
     find_layer(bb.model, layer)
     methods = parse_methods(args.methods)
+    if args.peers and args.engine == "ray":
+        raise EvaluationError("--peers runs on the local engine only (the peers are test-only dependencies)")
     peers = peer_variants(methods, layer, bb.spec.classifier, log) if args.peers else {}
     fns = build_variants(methods, bb, layer, peers)
     randomised = metrics.cascading_randomisation(bb.model, args.sanity_levels, args.seed)
@@ -103,7 +107,12 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> str:
     check_config(args.out, config)
     path = args.out / "rows.csv"
     settings = Settings(bb, args.steps, args.seed, args.batch_size, [m for _, m in randomised])
-    rows = evaluate(samples, fns, settings, path, log)
+    runner = None
+    if args.engine == "ray":
+        from teaching.evaluation.distributed import ray_runner
+
+        runner = ray_runner(args, layer, log)
+    rows = evaluate(samples, fns, settings, path, log, runner)
     markdown = write_summary(args.out, rows, config, args.seed, args.bootstrap)
     log(f"wrote {path}, {args.out / 'summary.md'} and {args.out / 'figures'}/")
     return markdown

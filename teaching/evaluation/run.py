@@ -12,7 +12,7 @@ import math
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,12 +257,24 @@ class _TextBar:
         sys.stderr.write("\n")
 
 
+Todo = Sequence[tuple[Sample, list[Variant]]]  # photos and the variants they still lack
+Runner = Callable[[Todo], Iterator[Iterable[dict[str, Any]]]]
+"""Does the per-photo work of a run: yields the rows of each photo of the todo list, photo by photo, any order."""
+
+
 def evaluate(
-    samples: Sequence[Sample], fns: dict[Variant, MapFn], st: Settings, path: Path, log: Callable[[str], None]
+    samples: Sequence[Sample],
+    fns: dict[Variant, MapFn],
+    st: Settings,
+    path: Path,
+    log: Callable[[str], None],
+    runner: Runner | None = None,
 ) -> list[dict[str, Any]]:
     """Append the rows of the variants not yet in the CSV at `path`, photo by photo; returns all its rows.
 
-    A peer that fails on a photo is noted and skipped for the rest of the run.
+    The photos are evaluated in this process (a peer that fails on a photo is noted and skipped for the rest of
+    the run), or by `runner` (e.g. Ray actors, `teaching.evaluation.distributed`); either way the rows are saved
+    as they come, so a stopped run resumes where it stopped.
     """
     rows = read_rows(path)
     done = {(r["image"], r["impl"], r["method"]) for r in rows}
@@ -276,14 +288,18 @@ def evaluate(
         failed.add(variant)
         log(f"note: {variant.impl} {variant.method} failed ({type(exc).__name__}: {exc}); its rows are skipped")
 
+    def local(todo: Todo) -> Iterator[Iterable[dict[str, Any]]]:
+        for sample, pending in todo:
+            yield evaluate_sample(sample, [v for v in pending if v not in failed], fns, st, on_error)
+
     bar = progress(len(todo), "evaluate")
     try:
         with path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             if not rows:
                 writer.writeheader()
-            for sample, pending in todo:
-                for row in evaluate_sample(sample, [v for v in pending if v not in failed], fns, st, on_error):
+            for photo_rows in (runner or local)(todo):
+                for row in photo_rows:
                     writer.writerow(row)
                     rows.append({k: str(v) for k, v in row.items()})
                 f.flush()
