@@ -151,3 +151,13 @@ def test_trait_pointing_in_species_evaluation(fixtures_dir: Path, tmp_path: Path
     assert float(rows[(TIGER, "gradcam+group")]["trait_mass"]) >= CLEAR_MASS
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "## Trait pointing" in summary and "sharks / tiger shark" in summary and "elephants / tusker" in summary
+
+
+@pytest.mark.fixtures
+def test_a_rows_file_of_another_version_is_refused(
+    fixtures_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    (tmp_path / "rows.csv").write_text("image,group,label\nx.png,sharks,3\n")  # written before the trait columns
+    argv = ["--species", str(fixtures_dir / "species"), "--methods", "gradcam", "--limit", "1", "--out", str(tmp_path)]
+    assert main([*argv, "--sanity-levels", "0", "--device", "cpu"]) == 2
+    assert "has other columns (written by another version); use another --out" in capsys.readouterr().err

@@ -80,6 +80,8 @@ def explore(
     all k ("X rather than the others") come from the same pass for methods linear in the class score (Grad-CAM,
     XGrad-CAM, CAM), else from a second call. A method slow on a CPU (Score-CAM) gets the contrastive Grad-CAM in
     the second row (`catalog.contrast_method`). The maps are shown on the square crop that the model sees.
+    On an annotated photo the named species' traits lead with the one its contrast map points at
+    (`traits.explore_traits`); any other photo keeps the usual order.
     """
     group = get_group(group_id)
     check_method(method, EXPLORE_METHODS)
