@@ -4,6 +4,7 @@ References:
     Average Drop / Increase in Confidence: Chattopadhay et al. 2018 (Grad-CAM++), https://arxiv.org/abs/1710.11063
     Deletion / insertion: Petsiuk et al. 2018 (RISE), https://arxiv.org/abs/1806.07421
     Pointing game: Zhang et al. 2016 (excitation backprop), https://arxiv.org/abs/1608.00507
+    Trait pointing (pointing game and top-20% mass on the part a trait names): ours, defined in docs/EVALUATION.md.
     Model randomisation test: Adebayo et al. 2018 (sanity checks), https://arxiv.org/abs/1810.03292
     Contrastive faithfulness and class discrimination: ours, defined in docs/EVALUATION.md.
 
@@ -36,6 +37,7 @@ BLUR_KERNEL = 11  # RISE insertion substrate: Gaussian blur, kernel 11, sigma 5 
 BLUR_SIGMA = 5.0
 CONTRAST_FRACTION = 0.2  # share of pixels deleted by the contrastive faithfulness test
 FORWARD_BATCH = 64  # inputs per forward pass in the perturbation metrics
+TRAIT_TOP = 0.2  # trait pointing: share of the map's top-20% mass on the trait's part
 RANDOM_GRAIN = 7  # cells per side of the random field that orders tied pixels (a CAM's 7 x 7 resolution)
 
 Explainer = Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (model, x (B, 3, H, W)) -> maps (B, H, W)
@@ -255,6 +257,34 @@ def pointing_game(
         dy = torch.clamp(torch.maximum(bx[:, 1] - py, py - bx[:, 3]), min=0)
         hits.append(bool((torch.hypot(dx, dy) <= tolerance).any()))
     return torch.tensor(hits)
+
+
+def box_mask(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(H, W) bool: the pixels whose centre lies in one of the boxes (n, 4) x0, y0, x1, y1 of the map's frame."""
+    ys = torch.arange(h, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(w, dtype=torch.float32)[None, :] + 0.5
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    for x0, y0, x1, y1 in boxes.float().reshape(-1, 4).cpu().tolist():
+        mask |= (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+    return mask
+
+
+def trait_pointing(
+    m: torch.Tensor, boxes: torch.Tensor, fraction: float = TRAIT_TOP, generator: torch.Generator | None = None
+) -> tuple[bool, float]:
+    """Trait pointing of one map (H, W) on a trait part's boxes (n, 4) in the map's frame (`boxes_to_crop`).
+
+    Returns whether the map's maximum lies in a box (tolerance 0; random among tied maxima), and the share of the
+    map's mass on its top `fraction` of pixels that lies in the boxes (of their count when that mass is zero).
+    """
+    h, w = m.shape
+    mask = box_mask(boxes, h, w).to(m.device)
+    hit = bool(pointing_game(m[None], [boxes], 0.0, generator)[0])
+    top = top_mask(m[None].float(), fraction, generator)[0]
+    weight = m.float().clamp(min=0) * top
+    if float(weight.sum()) <= 0:
+        weight = top
+    return hit, float((weight * mask).sum() / weight.sum())
 
 
 # --- contrastive faithfulness --------------------------------------------------------------------------------------

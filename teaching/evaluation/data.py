@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from teaching.errors import TeachingError
-from teaching.galleries import species_groups
+from teaching.galleries import load_groups, species_groups
+from teaching.galleries.traits import trait_boxes
 
 GROUP_ORDER = ("elephants", "sharks", "butterflies")  # order of the photos and rows; other groups follow in file order
 
@@ -32,6 +33,7 @@ class Sample:
     boxes: tuple[tuple[float, float, float, float], ...] = ()  # object boxes in image pixels
     group: str = ""  # species mode: the look-alike group
     classes: tuple[int, ...] = ()  # species mode: the group's classes, the label first
+    traits: tuple[tuple[float, float, float, float], ...] = ()  # species mode: the label's trait part boxes (pixels)
 
 
 def look_alike_groups() -> dict[str, tuple[int, ...]]:
@@ -76,6 +78,11 @@ def read_species(folder: Path) -> list[Sample]:
     scaled = ("xmin_scaled", "ymin_scaled", "xmax_scaled", "ymax_scaled")  # in the stored file's pixel frame
     table = read_boxes(box_file, scaled) if box_file.is_file() else {}
     groups = look_alike_groups()
+    parts: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}  # (photo, label) -> part boxes
+    species = {s.id: s.imagenet_index for group in load_groups().values() for s in group.species}
+    for g in groups:
+        for b in trait_boxes(g):
+            parts.setdefault((b.photo, species[b.species_id]), []).append(b.box)
     group_of = {c: (g, classes) for g, classes in groups.items() for c in classes}
     samples: dict[str, Sample] = {}
     with sources.open(newline="") as f:
@@ -87,5 +94,7 @@ def read_species(folder: Path) -> list[Sample]:
             group, classes = group_of[label]
             ordered = (label, *(c for c in classes if c != label))
             boxes = tuple(table.get(row["file"], ()))
-            samples.setdefault(row["file"], Sample(row["file"], folder / row["file"], label, boxes, group, ordered))
+            traits = tuple(parts.get((row["file"], label), ()))
+            sample = Sample(row["file"], folder / row["file"], label, boxes, group, ordered, traits)
+            samples.setdefault(row["file"], sample)
     return sorted(samples.values(), key=lambda s: (list(groups).index(s.group), s.name))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from teaching import metrics
-from teaching.evaluation.data import Sample
+from teaching.evaluation.data import EvaluationError, Sample
 from teaching.evaluation.variants import MapFn, Variant
 from teaching.images import load_image
 from teaching.models import Backbone
@@ -50,6 +50,9 @@ COLUMNS = [
     "contrast_drop",
     "random_drop",
     "plain_drop",
+    "trait_hit",
+    "trait_mass",
+    "trait_area",
 ]
 
 OnError = Callable[[Variant, Exception], None]
@@ -76,6 +79,7 @@ class Photo:
     seed: int  # image_seed of the photo
     black: torch.Tensor  # (1, 3, S, S) a black image in the model's normalisation
     boxes: list[torch.Tensor] | None  # the object boxes in the input's pixels (pointing game), None without boxes
+    traits: torch.Tensor | None  # (n, 4) the label's trait part boxes in the input's pixels, None without any
     row: dict[str, Any]  # the columns every row of the photo shares
 
 
@@ -116,6 +120,7 @@ def prepare(sample: Sample, st: Settings) -> Photo:
     runner_up = max(grid[1:], key=lambda c: float(logits[c]))
     side = x.shape[-1]
     boxes = [metrics.boxes_to_crop(torch.tensor(sample.boxes), crop, side).to(x.device)] if sample.boxes else None
+    traits = metrics.boxes_to_crop(torch.tensor(sample.traits), crop, side) if sample.traits else None
     row = {
         "image": sample.name,
         "group": sample.group,
@@ -126,7 +131,7 @@ def prepare(sample: Sample, st: Settings) -> Photo:
         "margin": float(logits[label] - logits[runner_up]),
     }
     black = metrics.black_like(x, bb.spec.preprocess.mean, bb.spec.preprocess.std)
-    return Photo(x, grid, runner_up, image_seed(st.seed, sample.name), black, boxes, row)
+    return Photo(x, grid, runner_up, image_seed(st.seed, sample.name), black, boxes, traits, row)
 
 
 def perturbation(photo: Photo, st: Settings, m: torch.Tensor, plain: torch.Tensor) -> dict[str, Any]:
@@ -172,6 +177,18 @@ def shared_perturbation(
         shared = perturbation(photo, st, m, plain)
         cache.append((m, plain, shared))
     return shared
+
+
+def trait_columns(photo: Photo, m: torch.Tensor) -> dict[str, Any]:
+    """trait_hit, trait_mass: trait pointing of the label's map m (S, S) on its trait part boxes ("" without boxes).
+
+    trait_area is the share of the input's pixels in those boxes: what a map spread evenly would put there.
+    """
+    if photo.traits is None:
+        return {"trait_hit": "", "trait_mass": "", "trait_area": ""}
+    hit, mass = metrics.trait_pointing(m, photo.traits, generator=torch.Generator().manual_seed(photo.seed))
+    area = float(metrics.box_mask(photo.traits, *m.shape).float().mean())
+    return {"trait_hit": int(hit), "trait_mass": mass, "trait_area": area}
 
 
 def sanity_columns(photo: Photo, variant: Variant, fn: MapFn, st: Settings) -> dict[str, float]:
@@ -220,6 +237,7 @@ def evaluate_sample(
             **shared_perturbation(photo, variant, maps, fns, st, cache),
             "discrimination": float(metrics.class_discrimination(maps.unsqueeze(0))[0]),
             "blank": float(((flat.amax(1) - flat.amin(1)) <= 1e-6).float().mean()),
+            **trait_columns(photo, maps[0]),
             **sanity_columns(photo, variant, fns[variant], st),
         }
 
@@ -277,8 +295,10 @@ def evaluate(
     as they come, so a stopped run resumes where it stopped.
     """
     rows = read_rows(path)
-    done = {(r["image"], r["impl"], r["method"]) for r in rows}
     columns = COLUMNS + [f"sanity_{i + 1}" for i in range(len(st.randomised))]
+    if rows and list(rows[0]) != columns:
+        raise EvaluationError(f"{path} has other columns (written by another version); use another --out")
+    done = {(r["image"], r["impl"], r["method"]) for r in rows}
     todo = [(s, [v for v in fns if (s.name, v.impl, v.name) not in done]) for s in samples]
     todo = [(s, pending) for s, pending in todo if pending]
     log(f"{len(samples)} photos, {len(fns)} variants; {len(samples) - len(todo)} photos already done in {path}")

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from teaching.labels import imagenet_classes
+
 BOOTSTRAP = 1000  # resamples of the intervals
 
 
@@ -165,6 +167,32 @@ def bar_chart(title: str, better: str, bars: Sequence[tuple[str, Cell]], digits:
     return img
 
 
+TRAIT_METRICS = [
+    Metric("trait_hit", "Trait pointing %", "higher", ("trait_hit",), _mean(100), 1),
+    Metric("trait_mass", "Top-20% mass on the part", "higher", ("trait_mass",), _mean()),
+    Metric("trait_area", "Part's share of the crop", "lower", ("trait_area",), _mean()),
+]
+
+
+def trait_tables(rows: Sequence[dict[str, Any]], seed: int, n_boot: int = BOOTSTRAP) -> list[str]:
+    """Markdown lines: trait pointing per group and per species (ImageNet label) of the group contrasts and the
+    reference maps, on the photos with trait part boxes (galleries/traits/); none when no row has them."""
+    rows = [r for r in rows if str(r.get("trait_hit", "")) != ""]
+    rows = [r for r in rows if r["impl"] == "baseline" or str(r["method"]).endswith("+group")]
+    if not rows:
+        return []
+    names = imagenet_classes()
+    text = ["", "## Trait pointing (the label's map on its trait part boxes)"]
+    for g in dict.fromkeys(r["group"] for r in rows):
+        in_group = [r for r in rows if r["group"] == g]
+        text += ["", f"### {g}", "", markdown_table(summarise(in_group, TRAIT_METRICS, seed, n_boot), TRAIT_METRICS)]
+        for label in dict.fromkeys(r["label"] for r in in_group):
+            of_label = [r for r in in_group if r["label"] == label]
+            table = summarise(of_label, TRAIT_METRICS, seed, n_boot)
+            text += ["", f"{g} / {names[int(label)]}:", "", markdown_table(table, TRAIT_METRICS)]
+    return text
+
+
 def write_summary(
     out: Path, rows: Sequence[dict[str, Any]], config: dict[str, Any], seed: int, n_boot: int = BOOTSTRAP
 ) -> str:
@@ -191,6 +219,7 @@ def write_summary(
             "",
             markdown_table(summarise([r for r in rows if r["group"] == g], key_metrics, seed, n_boot), key_metrics),
         ]
+    text += trait_tables(rows, seed, n_boot)
     level_metrics = [
         Metric(f"sanity_{i}", f"after {config['sanity_units'][i - 1]}", "lower", (f"sanity_{i}",), _mean())
         for i in range(1, int(config["sanity_levels"]) + 1)

@@ -22,6 +22,7 @@ from teaching.service.catalog import EXPLORE_METHODS, check_backbone, check_meth
 from teaching.service.groups import get_group
 from teaching.service.photos import read_photo
 from teaching.service.text import percent
+from teaching.service.traits import explore_traits
 
 LOW_CONFIDENCE = 0.5  # below this top-1 probability the explore page says the model is unsure
 CELL = 224  # side of one map in the grids, in pixels
@@ -38,6 +39,7 @@ class ExploreResult:
     note: str  # one plain sentence on what the model says
     trusted: bool  # False when the top class is outside the group or its probability is below LOW_CONFIDENCE
     caveat: str  # the group's measured limit of its maps ("" when none), to show beside them
+    traits: dict[str, tuple[str, ...]]  # species id -> trait sentences, the one the map points at first (traits.py)
     plain: Explanation = field(repr=False)
     contrast: Explanation = field(repr=False)
 
@@ -78,6 +80,8 @@ def explore(
     all k ("X rather than the others") come from the same pass for methods linear in the class score (Grad-CAM,
     XGrad-CAM, CAM), else from a second call. A method slow on a CPU (Score-CAM) gets the contrastive Grad-CAM in
     the second row (`catalog.contrast_method`). The maps are shown on the square crop that the model sees.
+    On an annotated photo the named species' traits lead with the one its contrast map points at
+    (`traits.explore_traits`); any other photo keeps the usual order.
     """
     group = get_group(group_id)
     check_method(method, EXPLORE_METHODS)
@@ -97,10 +101,11 @@ def explore(
         cell_size=CELL,
         title=note,
     )
+    traits = explore_traits(group, prepared, contrast, predictions[0][0], trusted)
     captions = []
     for s, raw in zip(group.species, contrast.raw_maps, strict=True):
         empty = [f"Nothing here speaks for {s.name} rather than the others."] if float(raw.max()) <= 0 else []
-        captions.append("\n".join(empty + [f"- {t}" for t in s.traits]))
+        captions.append("\n".join(empty + [f"- {t}" for t in traits[s.id]]))
     bottom = make_grid(
         [_overlays(contrast, CELL)],
         captions=[captions],
@@ -108,7 +113,7 @@ def explore(
         cell_size=CELL,
     )
     grid = _stack(top, bottom)
-    return ExploreResult(grid, predictions, group_probs, note, trusted, group.caveat, plain, contrast)
+    return ExploreResult(grid, predictions, group_probs, note, trusted, group.caveat, traits, plain, contrast)
 
 
 def _overlays(e: Explanation, side: int) -> list[Image.Image]:
