@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teaching.cams import METHODS, compute_cams, group_contrast, place_maps, upsample
+from teaching.cams import METHODS, compute_cams, group_contrast, place_maps, row_scale, scaled, upsample
 from teaching.errors import MethodError
 from teaching.images import load_image
 from teaching.labels import resolve_classes
@@ -97,6 +97,36 @@ class Explanation:
             return self.maps[:, y0:y1, x0:x1]
         width, height = size
         return upsample(torch.from_numpy(self.raw_maps)[None], (height, width))[0].numpy()
+
+    @cached_property
+    def scale(self) -> float:
+        """The row's scale: the strongest raw evidence of the k maps, as resized to the crop in the photo.
+
+        `shown_maps` divides every map by it, so the strongest panel of the row reaches 1 and a class with a
+        tenth of its evidence is drawn at a tenth. 0 when every map is 0.
+        """
+        x0, y0, x1, y1 = self.crop_box
+        return row_scale(torch.from_numpy(self.raw_maps), (y1 - y0, x1 - x0))
+
+    @cached_property
+    def shown_maps(self) -> np.ndarray:
+        """float32 (k, H, W) at the image's size: exactly the maps the app and the CLI draw.
+
+        Every raw map resized (bilinear) to the model's crop and divided by the row's `scale` (one scale for the k
+        maps: the strongest panel reaches 1, weak evidence is drawn faint), in [0, 1]; 0 outside the crop, which
+        the app and the CLI do not draw (they show the crop the model saw, `shown_crop`). `maps` keeps each map
+        min-max scaled on its own, as the peer libraries draw them.
+        """
+        return place_maps(torch.from_numpy(self.raw_maps), self.crop_box, self.image.size, self.scale)
+
+    def shown_crop(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """`shown_maps` over the crop the model saw, (k, y1 - y0, x1 - x0); with `size` = (width, height) made at
+        that size straight from the raw maps, on the same row scale (for display)."""
+        x0, y0, x1, y1 = self.crop_box
+        if size is None:
+            return self.shown_maps[:, y0:y1, x0:x1]
+        width, height = size
+        return scaled(torch.from_numpy(self.raw_maps), (height, width), self.scale).numpy()
 
     def maps_at(self, size: tuple[int, int]) -> np.ndarray:
         """`maps` for the whole photo shown at `size` = (width, height), made straight from the raw maps."""

@@ -51,12 +51,15 @@ examples:
   {PROG} explain leaf.jpg --backbone resnet50 --weights finetuned.pth --labels classes.txt --classes 1
 
 outputs (in --out, or in one subfolder per photo when several are given):
-  overlay_<index>_<name>.png  the map of each class over the photo (same size as the photo)
+  overlay_<index>_<name>.png  the map of each class over the crop the model saw (crop_box in result.json),
+                              every class of the photo on one scale (its strongest class at full colour)
   gradient_<index>_<name>.png the pixel attribution (guided methods only)
-  maps.npz                    raw_maps (k, h, w) at the target layer, maps (k, H, W) in [0, 1] at the photo's size,
+  maps.npz                    raw_maps (k, h, w) at the target layer; shown_maps (k, H, W) at the photo's size, what
+                              the overlays draw (divided by the strongest class's evidence, 0 outside the crop);
+                              maps (k, H, W) each min-max scaled to [0, 1] on its own (as the peer libraries);
                               classes (k,), probs (num_classes,), attributions (k, 3, S, S) for guided methods
   result.json                 top-5 predictions, classes, method, backbone, target layer, crop box, timings
-  grid.png                    (in --out) rows = photos, columns = classes, captions "name  probability"
+  grid.png                    (in --out) rows = photos, columns = classes, captions "name  probability", colour bar
   index.csv                   (in --out) one line per photo: top-1 prediction and classes, or its error
 
 many photos, or past one machine (pip install "teaching[ray]"):

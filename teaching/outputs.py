@@ -1,7 +1,10 @@
 """The files `python -m teaching explain` writes for each photo, and the grid of all photos.
 
     overlay_<index>_<name>.png, gradient_<index>_<name>.png (guided methods), maps.npz, result.json per photo;
-    grid.png (rows = photos, columns = classes) in the output folder.
+    grid.png (rows = photos, columns = classes, a colour bar) in the output folder.
+
+The overlays show the crop the model saw (`crop_box` in result.json), with the maps the app draws
+(`Explanation.shown_maps`: one scale per photo, its strongest class at 1).
 
 Every front end that writes these files (the local run, a distributed run) calls `write_results` and `write_grid`,
 so their outputs are the same files.
@@ -25,7 +28,7 @@ from PIL import Image
 from teaching.api import Explanation
 from teaching.errors import TeachingError
 from teaching.models import Backbone
-from teaching.render import gradient_image, make_grid, overlay
+from teaching.render import colour_bar, gradient_image, make_grid, overlay, stack
 
 TOP_N = 5  # predictions listed in result.json
 CELL = 224  # side of one grid cell, in pixels
@@ -98,9 +101,11 @@ def write_results(e: Explanation, source: str, folder: Path, s: Settings) -> Gri
     folder.mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, object]] = []
     cells: list[Image.Image] = []
+    crop = e.image.crop(e.crop_box)  # what the model saw: nothing outside it is drawn (no cut-off map)
+    shown = e.shown_crop()  # the row's one scale
     for j, (index, name) in enumerate(zip(e.classes, e.class_names, strict=True)):
         entry: dict[str, object] = {"index": index, "name": name, "prob": float(e.probs[index])}
-        picture = overlay(e.image, e.maps[j], s.alpha, s.cmap)
+        picture = overlay(crop, shown[j], s.alpha, s.cmap)
         entry["overlay"] = class_file("overlay", index, name)
         picture.save(folder / class_file("overlay", index, name))
         if e.attributions is not None:  # guided methods: the grid shows the pixel attribution
@@ -110,7 +115,13 @@ def write_results(e: Explanation, source: str, folder: Path, s: Settings) -> Gri
         picture.thumbnail((CELL, CELL), Image.Resampling.LANCZOS)
         cells.append(picture)
         entries.append(entry)
-    arrays = {"raw_maps": e.raw_maps, "maps": e.maps, "classes": np.asarray(e.classes), "probs": e.probs}
+    arrays = {
+        "raw_maps": e.raw_maps,
+        "maps": e.maps,
+        "shown_maps": e.shown_maps,
+        "classes": np.asarray(e.classes),
+        "probs": e.probs,
+    }
     if e.attributions is not None:
         arrays["attributions"] = e.attributions
     np.savez_compressed(folder / "maps.npz", **arrays)  # type: ignore[arg-type]  # the stubs read **kwds as allow_pickle
@@ -144,7 +155,8 @@ def write_grid(rows: Sequence[GridRow], s: Settings, path: Path) -> None:
     elif s.contrast == "group":
         title += ", each class rather than the others"
     cells = [r.cells for r in rows]
-    make_grid(cells, [r.captions for r in rows], [r.label for r in rows], col_labels, CELL, title).save(path)
+    grid = make_grid(cells, [r.captions for r in rows], [r.label for r in rows], col_labels, CELL, title)
+    stack(grid, colour_bar(grid.width, cmap=s.cmap)).save(path)
 
 
 INDEX_COLUMNS = ("image", "folder", "top1_index", "top1_name", "top1_prob", "classes", "error")

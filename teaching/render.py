@@ -175,6 +175,41 @@ def make_grid(
     return grid
 
 
+SCALE_WORDS = "how strongly this region argues for the species, relative to the strongest panel"
+"""What the colours of a row drawn on one scale (`Explanation.shown_maps`) mean, in words."""
+
+
+def colour_bar(width: int, text: str = SCALE_WORDS, cmap: str = "jet", font_px: int = 14) -> Image.Image:
+    """A small legend on white: the colour map from 0 to 1 as a bar, "none" and "strongest" at its ends, and
+    `text` above it (wrapped to `width`)."""
+    font = _font(font_px)
+    line_h = round(font_px * LINE_SPACING)
+    ends = ("none", "strongest")
+    end_w = round(max(_length(font, t) for t in ends)) + PAD
+    bar_w, bar_h = max(width - 2 * (end_w + PAD), 16), max(font_px, 8)
+    lines = _wrap(f"Colour: {text}", font, width - 2 * PAD)
+    out = Image.new("RGB", (width, PAD + len(lines) * line_h + bar_h + PAD), (255, 255, 255))
+    _draw_lines(out, lines, font, PAD, PAD // 2, width - 2 * PAD, line_h, center=True)
+    y = PAD // 2 + len(lines) * line_h
+    ramp = np.tile(np.linspace(0.0, 1.0, bar_w, dtype=np.float32), (bar_h, 1))
+    x = (width - bar_w) // 2
+    out.paste(Image.fromarray(colorize(ramp, cmap), "RGB"), (x, y))
+    _draw_lines(out, ["none"], font, x - end_w, y + (bar_h - line_h) // 2, end_w - PAD // 2, line_h, center=False)
+    _draw_lines(out, ["strongest"], font, x + bar_w + PAD // 2, y + (bar_h - line_h) // 2, end_w, line_h, False)
+    return out
+
+
+def stack(*images: Image.Image) -> Image.Image:
+    """Images one below the other on white, left-aligned."""
+    width = max(i.width for i in images)
+    out = Image.new("RGB", (width, sum(i.height for i in images)), (255, 255, 255))
+    y = 0
+    for img in images:
+        out.paste(img, (0, y))
+        y += img.height
+    return out
+
+
 def to_png_bytes(img: Image.Image, compress_level: int = 6) -> bytes:
     """The image encoded as PNG (compress_level 1 is about twice as fast as the default 6, for larger files)."""
     buf = io.BytesIO()

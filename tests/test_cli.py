@@ -93,11 +93,20 @@ def test_explain_writes_overlays_maps_and_result_that_agree(fixtures_dir, tmp_pa
     x0, y0, x1, y1 = e.crop_box
     assert (maps[:, :, :x0] == 0).all() and (maps[:, :, x1:] == 0).all() and (maps[:, :y0] == 0).all()
 
-    # each overlay is the photo's size and exactly render.overlay of its map
+    # shown_maps: what the overlays draw, one scale for the photo's classes (the strongest reaches 1), 0 outside
+    shown = npz["shown_maps"]
+    assert shown.shape == (3, 375, 500) and shown.dtype == np.float32
+    np.testing.assert_allclose(shown, e.shown_maps, atol=1e-6)
+    assert abs(float(shown.max()) - 1) < 1e-5 and shown.min() >= 0
+    peaks = raw.reshape(3, -1).max(1)
+    np.testing.assert_allclose(shown.reshape(3, -1).max(1), peaks / peaks.max(), rtol=0.05)
+    assert (shown[:, :, :x0] == 0).all() and (shown[:, :, x1:] == 0).all() and (shown[:, :y0] == 0).all()
+
+    # each overlay is the crop the model saw (no map cut off inside the photo), exactly render.overlay of shown_maps
     for j, name in enumerate(names):
         with Image.open(out / name) as png:
-            assert png.size == (500, 375)
-            expected = overlay(e.image, maps[j], alpha=0.4)
+            assert png.size == (x1 - x0, y1 - y0)
+            expected = overlay(e.image.crop(e.crop_box), shown[j, y0:y1, x0:x1], alpha=0.4)
             assert np.array_equal(np.asarray(png.convert("RGB")), np.asarray(expected))
     with Image.open(out / "grid.png") as grid:
         assert grid.width > 3 * 224 and 224 < grid.height < grid.width
@@ -135,8 +144,9 @@ def test_several_images_one_folder_each_and_bad_ones_are_skipped(fixtures_dir, t
         assert result["image_size"] == list(size) and [c["index"] for c in result["classes"]] == [386, 385]
         npz = np.load(out / folder / "maps.npz")
         assert npz["maps"].shape == (2, size[1], size[0]) and 0 <= npz["maps"].min() <= npz["maps"].max() <= 1
+        x0, y0, x1, y1 = result["crop_box"]
         with Image.open(out / folder / "overlay_385_Indian_elephant.png") as png:
-            assert png.size == size
+            assert png.size == (x1 - x0, y1 - y0)  # the crop the model saw
     assert stdout.count("top-1") == 3
     with Image.open(out / "grid.png") as grid:
         one_row = grid.height

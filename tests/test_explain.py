@@ -192,3 +192,32 @@ def test_no_one_pass_contrast_for_methods_not_linear_in_the_score(fixtures_dir, 
     path = _photo(fixtures_dir, "tiger_shark")
     assert contrast_of(explain(path, classes=[4, 2, 3], method="gradcampp", backbone=lite0)) is None
     assert contrast_of(explain(path, classes=[4, 2, 3], method="contrastive", backbone=lite0)) is None
+
+
+def test_shown_maps_put_a_row_on_one_scale_on_held_out_confident_photos(fixtures_dir):
+    """Issue 13: on ImageNet val photos the model gets right with p >= 0.8, the contrast row is drawn on one scale:
+    the label's panel reaches 1 and the other classes' panels are drawn faint (median <= 0.35 of it)."""
+    import csv
+
+    bb = load_backbone("efficientnet_lite0")
+    root = fixtures_dir / "imagenet-val-dev"
+    rows = list(csv.DictReader((root / "labels.csv").open()))[:40]
+    others, confident = [], 0
+    for r in rows:
+        label = int(r["imagenet_index"])
+        plain = explain(root / "images" / r["file"], top_k=3, backbone=bb)
+        if plain.classes[0] != label or plain.probs[label] < 0.8:
+            continue
+        confident += 1
+        e = contrast_of(plain)
+        assert e is not None
+        shown, peaks = e.shown_maps, e.raw_maps.reshape(len(e.classes), -1).max(1)
+        assert shown.dtype == np.float32 and shown.shape == (3, *plain.image.size[::-1])
+        assert shown.min() >= 0 and abs(float(shown.max()) - 1) < 1e-5
+        # each panel's peak is its raw evidence relative to the row's strongest (bilinear resizing: within 5%)
+        np.testing.assert_allclose(shown.reshape(3, -1).max(1), peaks / peaks.max(), rtol=0.05, atol=1e-3)
+        if peaks.argmax() == 0:
+            assert abs(float(shown[0].max()) - 1) < 1e-5
+        others.append(float(shown[1:].max() / max(float(shown[0].max()), 1e-12)))
+    assert confident >= 10
+    assert float(np.median(others)) <= 0.35

@@ -226,3 +226,17 @@ def test_cached_text_is_pixel_identical_to_pil_drawing(size: int, text: str) -> 
         got = Image.new("RGB", (420, 48), (255, 255, 255))
         _draw_lines(got, [text], font, 7, 9, 420, 20, center=False)
         assert np.array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_colour_bar_draws_the_colour_map_from_none_to_strongest_with_words():
+    from teaching.render import SCALE_WORDS, colorize, colour_bar
+
+    bar = np.asarray(colour_bar(700))
+    assert bar.shape[1] == 700 and bar.shape[0] < 120
+    row = bar[bar.shape[0] - 16]  # a row through the bar
+    blue, red = colorize(np.array([[0.0]]))[0, 0], colorize(np.array([[1.0]]))[0, 0]
+    cols = [i for i in range(700) if (row[i] != 255).any() and abs(row[i].astype(int) - blue).sum() <= 3]
+    reds = [i for i in range(700) if abs(row[i].astype(int) - red).sum() <= 3]
+    assert cols and reds and min(cols) < min(reds)  # "none" (blue) on the left, "strongest" (red) on the right
+    assert "relative to the strongest panel" in SCALE_WORDS
+    assert (bar[:20] < 128).any()  # the words above the bar

@@ -40,7 +40,7 @@ from teaching.cams.gradient import (
 )
 from teaching.cams.guided import GuidedBackprop, GuidedGradCAM, GuidedSwitch, guided_relus
 from teaching.cams.head import feeds_gap_linear, gap_linear_grads, head_for, head_rows, head_tolerance
-from teaching.cams.maps import minmax, place_maps, upsample
+from teaching.cams.maps import minmax, place_maps, row_scale, scaled, upsample
 from teaching.cams.occlusion import Occlusion
 from teaching.cams.smooth import SmoothGradCAMpp
 from teaching.cams.targets import apply_contrast, check_classes, class_scores
@@ -87,6 +87,8 @@ __all__ = [
     "head_tolerance",
     "minmax",
     "place_maps",
+    "row_scale",
+    "scaled",
     "spatially_constant",
     "upsample",
     "weighted_sum",

@@ -123,4 +123,4 @@ def _compare_cell(e: Explanation) -> Image.Image:
     crop = fit_image(e.image.crop(e.crop_box), COMPARE_CELL)
     if e.attributions is not None:
         return gradient_image(e.attributions[0]).resize(crop.size, Image.Resampling.BILINEAR)
-    return overlay(crop, e.crop_maps(crop.size)[0])
+    return overlay(crop, e.shown_crop(crop.size)[0])

@@ -17,7 +17,7 @@ from PIL import Image
 from teaching.api import Explanation, contrast_of, explain, prepare
 from teaching.galleries import Group
 from teaching.models import DEFAULT_BACKBONE
-from teaching.render import fit_image, make_grid, overlay
+from teaching.render import SCALE_WORDS, colour_bar, fit_image, make_grid, overlay, stack
 from teaching.service.catalog import EXPLORE_METHODS, check_backbone, check_method, contrast_method, label
 from teaching.service.groups import get_group
 from teaching.service.photos import read_photo
@@ -42,6 +42,7 @@ class ExploreResult:
     traits: dict[str, tuple[str, ...]]  # species id -> trait sentences, the one the map points at first (traits.py)
     plain: Explanation = field(repr=False)
     contrast: Explanation = field(repr=False)
+    legend: str = SCALE_WORDS  # what the colours mean: each row is drawn on one scale, its strongest panel at 1
 
     @property
     def labels(self) -> dict[str, float]:
@@ -79,7 +80,8 @@ def explore(
     The photo is preprocessed once. One engine call for the plain maps of all k species; the contrastive maps of
     all k ("X rather than the others") come from the same pass for methods linear in the class score (Grad-CAM,
     XGrad-CAM, CAM), else from a second call. A method slow on a CPU (Score-CAM) gets the contrastive Grad-CAM in
-    the second row (`catalog.contrast_method`). The maps are shown on the square crop that the model sees.
+    the second row (`catalog.contrast_method`). The maps are shown on the square crop that the model sees; each
+    row on one scale (its strongest panel at full colour, weak evidence faint), explained by a colour bar.
     On an annotated photo the named species' traits lead with the one its contrast map points at
     (`traits.explore_traits`); any other photo keeps the usual order.
     """
@@ -112,22 +114,12 @@ def explore(
         row_labels=[f"Contrast ({label(second)}): why this species rather than the others"],
         cell_size=CELL,
     )
-    grid = _stack(top, bottom)
+    grid = stack(top, bottom, colour_bar(max(top.width, bottom.width)))
     return ExploreResult(grid, predictions, group_probs, note, trusted, group.caveat, traits, plain, contrast)
 
 
 def _overlays(e: Explanation, side: int) -> list[Image.Image]:
-    """One heatmap per class on the crop the model saw, made at the size shown (the crop fitted to `side`)."""
+    """One heatmap per class on the crop the model saw (nothing outside it), made at the size shown (the crop
+    fitted to `side`), every panel of the row on the row's one scale (`Explanation.shown_crop`)."""
     photo = fit_image(e.image.crop(e.crop_box), side)
-    return [overlay(photo, m) for m in e.crop_maps(photo.size)]
-
-
-def _stack(*images: Image.Image) -> Image.Image:
-    """Images one below the other on white."""
-    width = max(i.width for i in images)
-    out = Image.new("RGB", (width, sum(i.height for i in images)), (255, 255, 255))
-    y = 0
-    for img in images:
-        out.paste(img, (0, y))
-        y += img.height
-    return out
+    return [overlay(photo, m) for m in e.shown_crop(photo.size)]

@@ -116,8 +116,8 @@ def _teach(quiz: QuizState, photo_path: Path, feedback: Feedback) -> tuple[str, 
         e = explain(prepared, [true.imagenet_index], method="contrastive", contrast="pair", versus=others[0])
     else:
         e = explain(prepared, [true.imagenet_index, *others], method="contrastive", contrast="group")
-    shown = fit_image(photo, FEEDBACK_CELL)
-    m = e.maps_at(shown.size)[0]
+    shown = fit_image(photo.crop(e.crop_box), FEEDBACK_CELL)  # the crop the model saw: no cut-off map
+    m = e.shown_crop(shown.size)[0]  # on the row's scale: faint when the other species have more evidence
     image = make_grid(
         [[darken_outside(shown, m), overlay(shown, m)]],
         col_labels=["highlight", "heatmap"],
