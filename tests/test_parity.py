@@ -414,3 +414,44 @@ def together(fn, args: list) -> list:
     if errors:
         raise errors[0]
     return results
+
+
+# --- Finer-CAM (pytorch-grad-cam 1.5.7) ---------------------------------------------------------------------------
+
+
+def finer_peer_maps(model: nn.Module, layer: str, x: torch.Tensor, classes: list[int], **kwargs: object):
+    """pytorch-grad-cam's FinerCAM maps (k, H, W) of one image, one call per target class (its `target_idx`)."""
+    from pytorch_grad_cam import FinerCAM as PeerFinerCAM
+
+    maps = []
+    with PeerFinerCAM(model, [find_layer(model, layer)]) as cam:
+        for c in classes:
+            leaf = x.detach().clone().requires_grad_(True)  # frozen weights (lite0): the graph starts at the input
+            maps.append(torch.from_numpy(cam(input_tensor=leaf, target_idx=c, **kwargs))[0])
+    return torch.stack(maps)
+
+
+@pytest.mark.parametrize(("arch", "layer"), [("resnet18", "layer4"), ("vgg11", "features.19")])
+def test_finercam_matches_pytorch_grad_cam(request, arch, layer):
+    model = request.getfixturevalue(arch)
+    x = image(2)
+    classes = top(model, x, 3)[0].tolist()
+    ours, ref = our_maps(model, x, classes, "finercam", layer), finer_peer_maps(model, layer, x, classes)
+    diff = float((ours - ref).abs().max())
+    print(f"{arch} finercam: max |ours - pytorch-grad-cam| = {diff:.2e}")
+    assert diff < 1e-4
+    alpha = our_maps(model, x, classes, "finercam", layer, alpha=0.6, n_compare=2)
+    ref_alpha = finer_peer_maps(model, layer, x, classes, alpha=0.6, comparison_categories=[1, 2])
+    assert float((alpha - ref_alpha).abs().max()) < 1e-4
+    assert float((alpha - ours).abs().max()) > 1e-3  # the options change the maps: the comparison means something
+
+
+def test_finercam_matches_pytorch_grad_cam_on_lite0_and_an_elephant(fixtures_dir):
+    bb = load_backbone("efficientnet_lite0", device="cpu")
+    photo = load_image(next((fixtures_dir / "species" / "African_elephant").glob("*")))
+    x, _ = bb.preprocess(photo)
+    classes = list(ELEPHANTS.values())
+    ours, ref = our_maps(bb.model, x, classes, "finercam", "bn2"), finer_peer_maps(bb.model, "bn2", x, classes)
+    assert float((ours - ref).abs().max()) < 1e-4
+    with pytest.raises(MethodError, match="chooses its own comparison"):
+        compute_cams(bb.model, x, classes, "finercam", "bn2", contrast="group")

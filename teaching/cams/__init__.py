@@ -3,7 +3,7 @@
     core.py        CamOutput, the frozen CamRequest, CamMethod (the method facts), hooks, batched_grad
     targets.py     class scores, the one contrast helper, the class-range check
     head.py        the closed form of a global-average-pool + linear head, and `head_for` (who gets the head)
-    gradient.py    Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, the contrastive Grad-CAM
+    gradient.py    Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, the contrastive Grad-CAM, Finer-CAM
     activation.py  the closed-form CAM and Score-CAM;   occlusion.py, smooth.py, guided.py: one family each
     engine.py      METHODS (one plain dict), get_method, compute_cams
     maps.py        upsampling, min-max scaling, placing maps on the photo (after the engine)
@@ -28,6 +28,7 @@ from teaching.cams.core import (
 from teaching.cams.engine import METHODS, class_table, compute_cams, get_method, guided_backprop
 from teaching.cams.gradient import (
     ContrastiveCAM,
+    FinerCAM,
     GradCAM,
     GradCAMpp,
     GradientCAM,
@@ -53,6 +54,7 @@ __all__ = [
     "ClosedFormCAM",
     "ContrastiveCAM",
     "FastCAM",
+    "FinerCAM",
     "GradCAM",
     "GradCAMpp",
     "GradientCAM",

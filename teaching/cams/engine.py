@@ -13,7 +13,7 @@ from torch import nn
 
 from teaching.cams.activation import ClosedFormCAM, ScoreCAM
 from teaching.cams.core import CamMethod, CamOutput, CamRequest, eval_mode, find_layer
-from teaching.cams.gradient import ContrastiveCAM, GradCAM, GradCAMpp, LayerCAM, XGradCAM
+from teaching.cams.gradient import ContrastiveCAM, FinerCAM, GradCAM, GradCAMpp, LayerCAM, XGradCAM
 from teaching.cams.guided import GuidedBackprop, GuidedGradCAM
 from teaching.cams.occlusion import Occlusion
 from teaching.cams.smooth import SmoothGradCAMpp
@@ -27,6 +27,7 @@ METHODS: dict[str, type[CamMethod]] = {
         XGradCAM,
         LayerCAM,
         ContrastiveCAM,
+        FinerCAM,
         ClosedFormCAM,
         ScoreCAM,
         Occlusion,

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from teaching.cams.core import EPS, CamMethod, CamOutput, CamRequest, batched_grad, forward_with_activation
 from teaching.cams.head import gap_linear_grads
 from teaching.cams.maps import float32_maths
-from teaching.cams.targets import apply_contrast, class_scores
+from teaching.cams.targets import apply_contrast, check_classes, class_scores
+from teaching.errors import MethodError
 
 
 class GradientCAM(CamMethod):
@@ -48,7 +49,7 @@ class GradientCAM(CamMethod):
         acts, logits = forward_with_activation(req.model, req.x, req.layer)
         t1 = time.perf_counter()
         classes = req.targets(logits)
-        scores = class_scores(logits, classes, req.contrast, req.versus)  # (B, k)
+        scores = self.scores(logits, classes, req)  # (B, k)
         grads = None
         if req.linear is not None:
             grads = gap_linear_grads(acts, logits, req.linear, classes, req.contrast, req.versus)
@@ -62,6 +63,10 @@ class GradientCAM(CamMethod):
         timings["closed_form"] = float(closed_form)
         kept = signed if self.linear_in_score else None
         return CamOutput(F.relu(signed), logits.detach(), req.layer_name, signed=kept, timings=timings, classes=classes)
+
+    def scores(self, logits: torch.Tensor, classes: torch.Tensor, req: CamRequest) -> torch.Tensor:
+        """The (B, k) scores whose gradients weigh the channels: the class scores, or their contrast."""
+        return class_scores(logits, classes, req.contrast, req.versus)
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """Map before ReLU, (k, B, h, w), from acts (1, B, C, h, w) and grads (k, B, C, h, w)."""
@@ -152,6 +157,42 @@ class ContrastiveCAM(GradCAM):
         if req.contrast is None:
             req = dataclasses.replace(req, contrast="pair" if req.versus is not None else "group")
         return super().run(req)
+
+
+class FinerCAM(GradCAM):
+    r"""Finer-CAM (Zhang et al., CVPR 2025, https://arxiv.org/abs/2501.11309): Grad-CAM of a score that compares
+    the target A with the classes the model finds most similar to it, so features A shares with them cancel.
+
+    With y the logits, p = softmax(y) and S_A the `n_compare` classes whose logits lie closest to y_A (A excluded):
+        s_A = sum_{j in S_A} p_j (y_A - alpha y_j) / (sum_{j in S_A} p_j + 1e-9)
+    and the map is Grad-CAM of s_A. The softmax weights stay on the graph, as in pytorch-grad-cam 1.5.7's
+    `FinerWeightedTarget`, whose arithmetic (and default: the 3 nearest classes, alpha = 1) this follows. Unlike the
+    group contrast, the comparison classes are chosen per image by the model, not by the teacher. Options:
+    alpha (1.0), n_compare (3).
+    """
+
+    name = "finercam"
+    label = "Finer-CAM"
+    uses_head = False  # the score is not linear in the logits: the backward pass is needed
+    linear_in_score = False
+
+    def scores(self, logits: torch.Tensor, classes: torch.Tensor, req: CamRequest) -> torch.Tensor:
+        if req.contrast is not None or req.versus is not None:
+            raise MethodError("Finer-CAM chooses its own comparison classes; drop contrast and versus")
+        alpha = req.real("alpha", 1.0)
+        n = req.integer("n_compare", 3, minimum=1)
+        check_classes(classes, logits.shape[1])
+        if n >= logits.shape[1]:
+            raise MethodError(f"option n_compare={n} must be below the number of classes ({logits.shape[1]})")
+        y = logits.gather(1, classes)  # (B, k)
+        with torch.no_grad():
+            distance = (logits.detach()[:, None, :] - y.detach()[..., None]).abs()  # (B, k, N)
+            distance.scatter_(2, classes[..., None], float("inf"))  # A is not compared with itself
+            nearest = distance.topk(n, dim=2, largest=False).indices  # (B, k, n)
+        p = torch.softmax(logits, dim=1)  # on the graph, as the reference keeps it
+        b = torch.arange(logits.shape[0], device=logits.device)[:, None, None]
+        weights, others = p[b, nearest], logits[b, nearest]  # (B, k, n) each
+        return (weights * (y[..., None] - alpha * others)).sum(2) / (weights.sum(2) + 1e-9)
 
 
 def group_contrast(signed: torch.Tensor) -> torch.Tensor:
