@@ -101,7 +101,10 @@ def compare(
     progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio injects the tracker through the default)
 ) -> tuple[str, Image.Image]:
     """The matrix of methods x backbones (JPEG), and the same kept in the session for a PNG download."""
-    result = service.compare(_path(image), methods, backbones, lambda f, desc: progress(f, desc=desc))
+    try:
+        result = service.compare(_path(image), methods, backbones, lambda f, desc: progress(f, desc=desc))
+    finally:
+        server.give_back_memory()  # a comparison frees hundreds of MB; hand them back to the system
     return str(service.save_jpeg(result.grid, "compare")), result.grid
 
 
