@@ -69,12 +69,26 @@ def test_echo_cuts_long_input_in_the_middle() -> None:
     assert len(str(info.value)) < 200
 
 
-@pytest.mark.parametrize("bad", [["x"], {"a": 1}, 3, None])
+@pytest.mark.parametrize("bad", [["x"], {"a": 1}, 3])
 def test_odd_payloads_are_refused_not_crashed(bad: object) -> None:
-    if bad is None:
-        return
-    with pytest.raises(TeachingError):
+    """Raw API payloads of the wrong type get the page's message, not a server error."""
+    with pytest.raises(TeachingError, match="unknown species group"):
         service.get_group(bad)  # type: ignore[arg-type]
+    with pytest.raises(TeachingError, match="unknown method"):
+        service.explore(None, "elephants", bad)  # type: ignore[arg-type]
+    with pytest.raises(TeachingError, match="unknown backbone"):
+        service.explore(None, "elephants", "gradcam", bad)  # type: ignore[arg-type]
+
+
+def test_the_cli_answers_every_bad_file(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from teaching.cli import main
+
+    bad = [c for c in CASES if c.expected is not None]
+    code = main(["explain", *(str(corpus[c.name]) for c in bad), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == len(bad) + 1, err  # one line per file, then one saying none was explained
+    for case, line in zip(bad, err[:-1], strict=True):
+        assert line.startswith(f"error: {case.name}: ") and case.expected in line, line
 
 
 def test_compare_refuses_empty_lists_at_once(corpus: dict[str, Path]) -> None:
