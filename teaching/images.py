@@ -82,7 +82,7 @@ def load_image(src: ImageSource, name: str | None = None, min_side: int | None =
     path = Path(src)
     label = echo(name or path.name or str(path))
     if not path.exists():
-        raise ImageError(f"{echo(name or str(path))}: file not found")
+        raise ImageError(f"{name or path}: file not found")  # the path as given (the app only sends allowed ones)
     if path.is_dir():
         raise ImageError(f"{label}: is a folder, not an image file")
     try:
