@@ -49,10 +49,12 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _path(payload: dict[str, Any] | str | None) -> str | None:
-    """The file path of an image input received without preprocessing (Gradio's FileData as a dict)."""
-    if isinstance(payload, dict):
-        return payload.get("path")
-    return payload
+    """The file path of an image input received without preprocessing (Gradio's FileData as a dict), opened only
+    inside Gradio's upload cache or the gallery folders (a raw payload may name any path on the server)."""
+    path = payload.get("path") if isinstance(payload, dict) else payload
+    folders = [gr.utils.get_upload_folder(), *service.photo_dirs()]
+    checked = service.allowed_photo(path, folders)
+    return str(checked) if checked else None
 
 
 @_user_errors
@@ -99,7 +101,10 @@ def compare(
     progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio injects the tracker through the default)
 ) -> tuple[str, Image.Image]:
     """The matrix of methods x backbones (JPEG), and the same kept in the session for a PNG download."""
-    result = service.compare(_path(image), methods, backbones, lambda f, desc: progress(f, desc=desc))
+    try:
+        result = service.compare(_path(image), methods, backbones, lambda f, desc: progress(f, desc=desc))
+    finally:
+        server.give_back_memory()  # a comparison frees hundreds of MB; hand them back to the system
     return str(service.save_jpeg(result.grid, "compare")), result.grid
 
 

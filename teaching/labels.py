@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from teaching.errors import ClassNameError
+from teaching.errors import ClassNameError, echo
 
 
 @lru_cache(maxsize=1)
@@ -67,8 +67,8 @@ def resolve_classes(classes: Iterable[int | str], labels: Sequence[str]) -> list
             continue
         if found:
             options = " or ".join(f"{labels[i]!r} ({i})" for i in found)
-            raise ClassNameError(f"class name {item!r} is ambiguous: {options}; give the index or the exact case")
-        raise ClassNameError(f"unknown class name {item!r}{_suggest(key.lower(), folded, labels)}")
+            raise ClassNameError(f"class name {echo(item)!r} is ambiguous: {options}; give the index or the exact case")
+        raise ClassNameError(f"unknown class name {echo(item)!r}{_suggest(key.lower(), folded, labels)}")
     if not out:
         raise ClassNameError("no target class given")
     return out

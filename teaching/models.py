@@ -22,7 +22,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from teaching.cams import get_method, head_for
-from teaching.errors import ModelError
+from teaching.errors import ModelError, echo
 from teaching.labels import imagenet_classes, read_labels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -316,8 +316,8 @@ def default_device() -> torch.device:
 
 def get_spec(name: str) -> BackboneSpec:
     """The registry entry for `name`, or a ModelError listing the known backbones."""
-    if name not in BACKBONES:
-        raise ModelError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if not isinstance(name, str) or name not in BACKBONES:
+        raise ModelError(f"unknown backbone {echo(name)!r}; choose one of {', '.join(BACKBONES)}")
     return BACKBONES[name]
 
 

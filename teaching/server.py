@@ -43,3 +43,17 @@ def single_malloc_arena() -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 1))
     except (OSError, AttributeError):  # not glibc (musl, ...)
         return False
+
+
+def give_back_memory() -> bool:
+    """Return the free memory of glibc's heap to the system (`malloc_trim(0)`) after a heavy request; True if any.
+
+    A Compare frees hundreds of MB of tensors that glibc would otherwise keep in the process. False where the C
+    library is not glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

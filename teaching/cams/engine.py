@@ -17,7 +17,7 @@ from teaching.cams.gradient import ContrastiveCAM, FinerCAM, GradCAM, GradCAMpp,
 from teaching.cams.guided import GuidedBackprop, GuidedGradCAM
 from teaching.cams.occlusion import Occlusion
 from teaching.cams.smooth import SmoothGradCAMpp
-from teaching.errors import MethodError
+from teaching.errors import MethodError, echo
 
 METHODS: dict[str, type[CamMethod]] = {
     cls.name: cls
@@ -41,8 +41,8 @@ METHODS: dict[str, type[CamMethod]] = {
 
 def get_method(name: str) -> CamMethod:
     """An instance of the method called `name`, or a MethodError listing them."""
-    if name not in METHODS:
-        raise MethodError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    if not isinstance(name, str) or name not in METHODS:
+        raise MethodError(f"unknown method {echo(name)!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name]()
 
 

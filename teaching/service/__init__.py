@@ -11,7 +11,8 @@ One module per page, and the parts they share:
     gallery.py   `gallery`: a group's photos with their credits; the background download; `photo_dirs`
     quiz.py      `start_quiz`, `quiz_answer`, `quiz_next`, `quiz_can_advance`: the protocol of `teaching.quiz`
     catalog.py   the methods and backbones each page offers, labelled and checked from the method classes' facts
-    groups.py    the species groups;   photos.py: the checked photo;   files.py: JPEG/PNG files in a temp folder
+    groups.py    the species groups;   files.py: JPEG/PNG files in a temp folder
+    photos.py    the checked photo, opened only inside the folders a front end allows (`allowed_photo`)
     text.py      how numbers read in sentences
 
 The pages import the shared modules (catalog, groups, photos, text), never one another. The functions `explore`,
@@ -37,7 +38,7 @@ from teaching.service.explore import CELL, TOP_N, ExploreResult, explore, explor
 from teaching.service.files import save_jpeg, save_png
 from teaching.service.gallery import GalleryView, download_galleries_in_background, gallery, photo_dirs
 from teaching.service.groups import default_group, get_group, group_choices, groups
-from teaching.service.photos import MAX_UPLOAD_BYTES, read_photo
+from teaching.service.photos import MAX_UPLOAD_BYTES, NOT_AVAILABLE, allowed_photo, read_photo
 from teaching.service.quiz import QuizStep, quiz_answer, quiz_can_advance, quiz_next, start_quiz
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "EXPLORE_METHODS",
     "MAX_UPLOAD_BYTES",
+    "NOT_AVAILABLE",
     "SANITY_NOTE",
     "TOP_N",
     "CompareResult",
@@ -54,6 +56,7 @@ __all__ = [
     "GalleryView",
     "Progress",
     "QuizStep",
+    "allowed_photo",
     "available_backbones",
     "available_methods",
     "compare",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from teaching.cams import METHODS
-from teaching.errors import MethodError, TeachingError
+from teaching.errors import MethodError, TeachingError, echo
 from teaching.models import BACKBONES, DEFAULT_BACKBONE, OFFLINE_BACKBONES, get_spec, load_backbone
 from teaching.service.groups import groups
 
@@ -81,9 +81,9 @@ def default_compare_backbones() -> list[str]:
 
 def check_method(method: str, allowed: Sequence[str]) -> None:
     """Refuse a method that the page does not offer or the engine does not know, naming the ones it offers."""
-    if method not in allowed or method not in METHODS:
+    if not isinstance(method, str) or method not in allowed or method not in METHODS:
         choices = ", ".join(available_methods(allowed))
-        raise MethodError(f"unknown method {method!r}; choose one of {choices}")
+        raise MethodError(f"unknown method {echo(method)!r}; choose one of {choices}")
 
 
 def check_backbone(backbone: str) -> None:

@@ -1,6 +1,9 @@
 """The Compare page: one photo, a matrix of methods x backbones, with the sanity-check note on the guided methods.
 
 The photo is preprocessed once per backbone (`teaching.api.prepare`) and that input is explained by every method.
+One request is bounded: the lists are checked, de-duplicated and capped before anything runs (an empty list is
+refused at once), and the cells stop once COMPARE_BUDGET_S have passed (the rest say so), so a request holds a
+worker for at most the budget plus one cell.
 """
 
 from __future__ import annotations
@@ -15,21 +18,23 @@ from PIL import Image
 
 from teaching.api import Explanation, Prepared, explain, prepare
 from teaching.cams import METHODS
-from teaching.errors import TeachingError
+from teaching.errors import MethodError, ModelError, TeachingError, echo
 from teaching.models import get_spec, preprocess_image
 from teaching.render import fit_image, gradient_image, make_grid, overlay
 from teaching.service.catalog import (
     COMPARE_METHODS,
-    available_backbones,
-    available_methods,
     check_backbone,
     check_method,
+    default_compare_backbones,
+    default_compare_methods,
     label,
 )
 from teaching.service.photos import read_photo
 from teaching.service.text import percent
 
 COMPARE_CELL = 160  # side of one map in the methods x backbones matrix
+COMPARE_BUDGET_S = 120.0  # no new cell starts after this many seconds of one comparison
+MAX_COMPARE_MODELS = 4  # models in one comparison at most (rows)
 SANITY_NOTE = (
     "Guided Backprop and Guided Grad-CAM fail the model-randomisation sanity check (Adebayo et al., NeurIPS 2018): "
     "their pictures hardly change when the model's last layers are replaced by random weights, so they show the "
@@ -57,22 +62,32 @@ def compare(
     methods: Sequence[str] | None = None,
     backbones: Sequence[str] | None = None,
     progress: Progress | None = None,
+    budget_s: float = COMPARE_BUDGET_S,
 ) -> CompareResult:
     """Explain the top-1 class of each backbone with each method, on the crop the model sees.
 
     Args:
         image: the photo.
-        methods: keys of COMPARE_METHODS; default all the engine knows.
-        backbones: default every available backbone (offline ones, and others whose weights are cached).
+        methods: keys of COMPARE_METHODS, repeats ignored; None: the default ticks (the fast methods on a CPU);
+            an empty list is refused.
+        backbones: backbone names (at most MAX_COMPARE_MODELS), repeats ignored; None: the ones with embedded
+            weights; an empty list is refused.
         progress: called with (fraction done, what runs next).
+        budget_s: no cell starts after this many seconds; the cells left say they were skipped.
+
+    Raises:
+        TeachingError: nothing ticked, an unknown or unavailable method or model, too many models, a bad photo.
     """
-    photo = read_photo(image)
-    methods = list(methods) if methods else available_methods(COMPARE_METHODS)
-    backbones = list(backbones) if backbones else available_backbones()
+    methods = _ticked(methods, "method", default_compare_methods)
+    backbones = _ticked(backbones, "model", default_compare_backbones)
     for m in methods:
         check_method(m, COMPARE_METHODS)
+    if len(backbones) > MAX_COMPARE_MODELS:
+        raise ModelError(f"too many models ({len(backbones)}): tick at most {MAX_COMPARE_MODELS}")
     for b in backbones:
         check_backbone(b)
+    photo = read_photo(image)
+    start = time.monotonic()
     cells: list[list[Image.Image | None]] = [[None] * (len(methods) + 1) for _ in backbones]
     captions = [[""] * (len(methods) + 1) for _ in backbones]
     classes: dict[str, tuple[int, str, float]] = {}
@@ -84,6 +99,10 @@ def compare(
         for c, method in enumerate(methods, start=1):
             if progress:
                 progress(done / total, f"{label(method)} on {backbone}")
+            if time.monotonic() - start > budget_s:
+                errors[method, backbone] = captions[r][c] = f"skipped: over the {budget_s:.0f} s of one comparison"
+                done += 1
+                continue
             target = [classes[backbone][0]] if backbone in classes else None
             t0 = time.perf_counter()
             try:
@@ -111,6 +130,21 @@ def compare(
     ]
     grid = make_grid(cells, captions, row_labels, col_labels, cell_size=COMPARE_CELL)
     return CompareResult(grid, methods, backbones, classes, errors, seconds)
+
+
+def _ticked(values: Sequence[str] | str | None, kind: str, default: Callable[[], list[str]]) -> list[str]:
+    """The names ticked, in order and without repeats; None gives `default()`, nothing ticked is refused."""
+    if values is None:
+        return default()
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, Sequence) or not all(isinstance(v, str) for v in values):
+        raise MethodError(f"the {kind}s must be a list of names, not {echo(values)}")
+    names = list(dict.fromkeys(values))
+    if not names:
+        error = MethodError if kind == "method" else ModelError
+        raise error(f"tick at least one {kind}")
+    return names
 
 
 def _model_crop(photo: Image.Image, backbone: str) -> tuple[int, int, int, int]:

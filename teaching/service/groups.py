@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from teaching.errors import echo
 from teaching.galleries import GalleryError, Group, load_groups
 
 DEFAULT_GROUP = "elephants"  # the group a page starts with (the first group when it does not exist)
@@ -18,8 +19,8 @@ def groups() -> dict[str, Group]:
 def get_group(group_id: str) -> Group:
     """The group called `group_id`, or a GalleryError naming the known ones."""
     known = groups()
-    if group_id not in known:
-        raise GalleryError(f"unknown species group {group_id!r}; choose one of {', '.join(known)}")
+    if not isinstance(group_id, str) or group_id not in known:
+        raise GalleryError(f"unknown species group {echo(group_id)!r}; choose one of {', '.join(known)}")
     return known[group_id]
 
 
