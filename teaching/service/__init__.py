@@ -9,7 +9,7 @@ One module per page, and the parts they share:
     explore.py   `explore`: one photo, one species group, plain and contrastive maps per species with the traits
     compare.py   `compare`: one photo, a matrix of methods x backbones, with the sanity-check note
     gallery.py   `gallery`: a group's photos with their credits; the background download; `photo_dirs`
-    quiz.py      `start_quiz`, `quiz_answer`, `quiz_next`, `quiz_can_advance`: the protocol of `teaching.quiz`
+    quiz.py      `start_quiz`, `quiz_plan`, `quiz_answer`, `quiz_next`, `quiz_can_advance`: `teaching.quiz`'s protocol
     catalog.py   the methods and backbones each page offers, labelled and checked from the method classes' facts
     groups.py    the species groups;   photos.py: the checked photo;   files.py: JPEG/PNG files in a temp folder
     text.py      how numbers read in sentences
@@ -38,7 +38,7 @@ from teaching.service.files import save_jpeg, save_png
 from teaching.service.gallery import GalleryView, download_galleries_in_background, gallery, photo_dirs
 from teaching.service.groups import default_group, get_group, group_choices, groups
 from teaching.service.photos import MAX_UPLOAD_BYTES, read_photo
-from teaching.service.quiz import QuizStep, quiz_answer, quiz_can_advance, quiz_next, start_quiz
+from teaching.service.quiz import QuizStep, quiz_answer, quiz_can_advance, quiz_next, quiz_plan, start_quiz
 
 __all__ = [
     "CELL",
@@ -72,6 +72,7 @@ __all__ = [
     "quiz_answer",
     "quiz_can_advance",
     "quiz_next",
+    "quiz_plan",
     "read_photo",
     "save_jpeg",
     "save_png",
