@@ -124,3 +124,18 @@ def test_explain_prefers_photos_with_easy_explanations() -> None:
     assert chosen != first
     interp = selection.interpretability(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 0, 1, 1]))
     assert np.allclose(interp, 1 / (1 + np.exp(-np.array([0, 1, 0, 1]) - 1e-7)))
+
+
+def test_simulate_command_writes_the_table_and_the_chart(tmp_path: Path, local_gallery: Path) -> None:
+    from teaching.cli import main
+
+    out = tmp_path / "sim"
+    args = ["simulate", "--groups", "sharks", "--learners", "4", "--k-max", "2", "--out", str(out)]
+    assert main([*args, "--photos", str(local_gallery)]) == 0
+    table = (out / "simulate.md").read_text().splitlines()
+    assert table[0] == "| group | photos (right) | k | random | strict | explain |" and len(table) == 2 + 3
+    results = json.loads((out / "simulate.json").read_text())["results"]["sharks"]
+    assert results["random"][0] == results["strict"][0] == results["explain"][0]  # the same learners before teaching
+    assert all(0 <= m <= 1 for cells in results.values() for m, _, _ in cells)
+    assert (out / "simulate.png").stat().st_size > 1000
+    assert main(["simulate", "--groups", "nope", "--out", str(out)]) == 2

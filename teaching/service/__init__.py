@@ -35,7 +35,7 @@ from teaching.service.catalog import (
 from teaching.service.compare import COMPARE_CELL, SANITY_NOTE, CompareResult, Progress, compare
 from teaching.service.explore import CELL, TOP_N, ExploreResult, explore, explore_note
 from teaching.service.files import save_jpeg, save_png
-from teaching.service.gallery import GalleryView, download_galleries_in_background, gallery, photo_dirs
+from teaching.service.gallery import GalleryView, download_galleries_in_background, gallery, gallery_notes, photo_dirs
 from teaching.service.groups import default_group, get_group, group_choices, groups
 from teaching.service.photos import MAX_UPLOAD_BYTES, read_photo
 from teaching.service.quiz import QuizStep, quiz_answer, quiz_can_advance, quiz_next, quiz_plan, start_quiz
@@ -64,6 +64,7 @@ __all__ = [
     "explore",
     "explore_note",
     "gallery",
+    "gallery_notes",
     "get_group",
     "group_choices",
     "groups",
