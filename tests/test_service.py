@@ -428,3 +428,23 @@ def test_saved_images_are_named_by_content_and_swept(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(files, "_store", files.TempStore())
     service.save_jpeg(Image.new("RGB", (8, 8)), "t")
     assert not old.exists() and png.exists() and jpeg.exists()
+
+
+def test_no_network_is_one_short_line_and_the_details_go_to_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    monkeypatch.delenv("TEACHING_GALLERY_DIR")
+    monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path))
+    group = service.get_group("sharks")
+    reason = "could not download https://upload.wikimedia.org/x.jpg (Name or service not known)"
+    photos = {p.id: {"missing": reason} for s in group.species for p in s.photos}
+    (tmp_path / "manifest.json").write_text(json.dumps({"photos": photos}))
+    with caplog.at_level("WARNING"):
+        view = service.gallery("sharks")
+    assert view.missing == service.NO_NETWORK and "upload.wikimedia.org" not in view.missing
+    assert "upload.wikimedia.org/x.jpg" in caplog.text
+    with pytest.raises(QuizError) as info:
+        service.start_quiz("sharks")
+    assert str(info.value) == service.NO_NETWORK

@@ -39,6 +39,7 @@ from teaching.service.gallery import GalleryView, download_galleries_in_backgrou
 from teaching.service.groups import default_group, get_group, group_choices, groups
 from teaching.service.photos import MAX_UPLOAD_BYTES, read_photo
 from teaching.service.quiz import QuizStep, quiz_answer, quiz_can_advance, quiz_next, quiz_plan, start_quiz
+from teaching.service.text import NO_NETWORK
 
 __all__ = [
     "CELL",
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "EXPLORE_METHODS",
     "MAX_UPLOAD_BYTES",
+    "NO_NETWORK",
     "SANITY_NOTE",
     "TOP_N",
     "CompareResult",

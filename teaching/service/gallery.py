@@ -16,6 +16,7 @@ from teaching.errors import TeachingError
 from teaching.galleries import default_cache_dir, download_gallery, gallery_photos
 from teaching.pool import group_pool, verdict_note
 from teaching.service.groups import get_group, groups
+from teaching.service.text import NO_NETWORK, download_failed
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,10 @@ def gallery(group_id: str) -> GalleryView:
         credit = f"[{item.credit}]({item.link})" if item.link else item.credit
         lines.append(f"{len(photos)}. {names[item.species_id]}: {credit}")
     text = ""
-    if missing:
+    if download_failed(list(missing)):
+        log.warning("gallery %s: %s", group_id, "; ".join(f"{', '.join(v)}: {k}" for k, v in missing.items()))
+        text = NO_NETWORK
+    elif missing:
         count = sum(len(v) for v in missing.values())
         reasons = [f"{', '.join(dict.fromkeys(species))}: {reason}" for reason, species in missing.items()]
         text = f"{count} photo{'s' if count > 1 else ''} of this group cannot be shown. " + "; ".join(reasons)

@@ -39,7 +39,7 @@ from teaching.render import darken_outside, fit_image, make_grid, overlay
 from teaching.selection import STRATEGIES, learner_model, select
 from teaching.service.groups import get_group
 from teaching.service.photos import read_photo
-from teaching.service.text import percent
+from teaching.service.text import NO_NETWORK, download_failed, percent
 
 STRATEGY = "random"  # among the photos the model gets right: STRICT and EXPLAIN did not beat it (docs/TEACHING.md)
 FEEDBACK_CELL = 320  # side of the photo in the feedback pictures (larger than a cell of the Explore grid)
@@ -76,7 +76,10 @@ def start_quiz(
     group = get_group(group_id)
     if strategy not in STRATEGIES:
         raise QuizError(f"unknown teaching strategy '{strategy}': one of {', '.join(STRATEGIES)}")
-    images = [p for p in gallery_photos(group) if p.path is not None]
+    listed = gallery_photos(group)
+    images = [p for p in listed if p.path is not None]
+    if not images and download_failed([str(p.missing) for p in listed]):
+        raise QuizError(NO_NETWORK)
     if not images:
         raise QuizError(f"no photos of {group.title} are available: download the galleries or set TEACHING_GALLERY_DIR")
     seed = secrets.randbelow(1_000_000) if seed is None else int(seed)
