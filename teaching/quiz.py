@@ -118,10 +118,10 @@ class QuizScore:
 
 
 def _deal(
-    pools: dict[str, list[str]], order: Sequence[str], n: int, keep: int, spare: Callable[[str], bool] | None = None
+    pools: dict[str, list[str]], order: Sequence[str], n: int, keep: int, may_take: Callable[[str], bool] | None = None
 ) -> list[Question]:
-    """Take up to n photos round-robin over the species, leaving at least `keep` photos in each pool; with `spare`,
-    a photo for which it is true is taken only when it is not the last such photo of its pool (kept for teaching)."""
+    """Take up to n photos round-robin over the species, leaving at least `keep` photos in each pool; with
+    `may_take`, only photos it allows (asked from the end of the pool; a photo it allows is taken)."""
     picked: list[Question] = []
     while len(picked) < n:
         before = len(picked)
@@ -129,14 +129,10 @@ def _deal(
             pool = pools[species_id]
             if len(picked) >= n or len(pool) <= keep:
                 continue
-            pick = len(pool) - 1
-            if spare is not None:
-                spared = [i for i, photo in enumerate(pool) if spare(photo)]
-                free = [i for i in range(len(pool)) if i not in spared[-1:]]
-                if not free:
-                    continue
-                pick = free[-1]
-            picked.append(Question(pool.pop(pick), species_id))
+            for i in reversed(range(len(pool))):
+                if may_take is None or may_take(pool[i]):  # True means taken
+                    picked.append(Question(pool.pop(i), species_id))
+                    break
         if len(picked) == before:
             break
     return picked
@@ -191,10 +187,20 @@ def new_quiz(
     n_teach, n_test = plan_sizes(total, len(can_teach), config.n_teach, config.n_test)
     order = list(names)
     rng.shuffle(order)
-    spare = can_teach.__contains__ if n_teach > 0 else None
-    test = _deal(pools, order, n_test, keep=1, spare=spare)
-    test += _deal(pools, order, n_test - len(test), keep=0, spare=spare)
-    test += _deal(pools, order, n_test - len(test), keep=0)
+    slack = [len(can_teach) - n_teach]  # teachable photos the test may still take
+
+    def may_take(photo: str) -> bool:
+        """A test photo, unless it is teachable and the teaching phase needs it (or it is its species' last one)."""
+        if photo not in can_teach:
+            return True
+        species_left = next(sum(p in can_teach for p in pool) for pool in pools.values() if photo in pool)
+        if slack[0] <= 0 or (n_teach > 0 and species_left <= 1):
+            return False
+        slack[0] -= 1
+        return True
+
+    test = _deal(pools, order, n_test, keep=1, may_take=may_take)
+    test += _deal(pools, order, n_test - len(test), keep=0, may_take=may_take)
     candidates = [(p, s) for s, pool in pools.items() for p in sorted(pool) if p in can_teach]
     if choose is not None:
         teach = [Question(p, s) for p, s in choose(candidates, n_teach, rng)[:n_teach]]

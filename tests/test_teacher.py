@@ -139,3 +139,11 @@ def test_simulate_command_writes_the_table_and_the_chart(tmp_path: Path, local_g
     assert all(0 <= m <= 1 for cells in results.values() for m, _, _ in cells)
     assert (out / "simulate.png").stat().st_size > 1000
     assert main(["simulate", "--groups", "nope", "--out", str(out)]) == 2
+
+
+def test_the_test_phase_leaves_enough_right_photos_to_teach() -> None:
+    for seed in range(8):
+        step = service.start_quiz("elephants", 6, 6, seed=seed)  # 15 photos, 11 right: 6 + 6 fit
+        assert (len(step.state["teach"]), len(step.state["test"])) == (6, 6) and step.message == ""
+        counts = {s: sum(q["true_species_id"] == s for q in step.state["test"]) for s in step.state["names"]}
+        assert sorted(counts.values()) == [2, 2, 2]  # balanced over the species
