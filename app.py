@@ -111,12 +111,15 @@ def compare(
 def _quiz_outputs(step: service.QuizStep) -> tuple[Any, ...]:
     """The values of every quiz component for one step."""
     running = step.phase != "done"
+    status = " ".join(t for t in (f"**{step.progress}**", step.message) if t)
+    if step.seed is not None:
+        status += f"\n\nQuiz seed: {step.seed} (the same seed gives a class the same test photos)"
     return (
         step.state,
-        f"**{step.progress}**",
+        status,
         gr.Image(value=str(step.photo) if step.photo else None, visible=running),
-        gr.Radio(choices=step.choices, value=None, interactive=running and not step.answered, visible=running),
-        gr.Button(interactive=running and not step.answered, visible=running),
+        gr.Radio(choices=step.choices, value=step.guess, interactive=running and not step.answered, visible=running),
+        gr.Button(interactive=False, visible=running),  # enabled once a species is chosen
         step.feedback or "",
         gr.Image(value=step.explanation, visible=step.explanation is not None),
         gr.Button(interactive=False, visible=step.answered),
@@ -126,9 +129,25 @@ def _quiz_outputs(step: service.QuizStep) -> tuple[Any, ...]:
 
 
 @_user_errors
-def start_quiz(group_id: str, n_teach: float, n_test: float) -> tuple[Any, ...]:
-    """A new quiz over the gallery photos of the group."""
-    return _quiz_outputs(service.start_quiz(group_id, int(n_teach), int(n_test)))
+def start_quiz(group_id: str, n_teach: float, n_test: float, seed: str | None = None) -> tuple[Any, ...]:
+    """A new quiz over the gallery photos of the group (a new draw at each start unless a seed is given)."""
+    text = str(seed or "").strip()
+    if text and not text.isdigit():
+        raise TeachingError(f"the seed must be a whole number, got '{text[:20]}'")
+    return _quiz_outputs(service.start_quiz(group_id, int(n_teach), int(n_test), int(text) if text else None))
+
+
+def quiz_plan(group_id: str, n_teach: float, n_test: float) -> str:
+    """Before a start: how many photos the quiz will use when the group has fewer than asked."""
+    try:
+        return service.quiz_plan(group_id, int(n_teach), int(n_test))
+    except TeachingError:
+        return ""
+
+
+def choice_made(species_id: str | None) -> Any:
+    """Answer is enabled once a species is chosen."""
+    return gr.Button(interactive=bool(species_id))
 
 
 @_user_errors
@@ -233,7 +252,9 @@ def _quiz_tab(groups: list[tuple[str, str]], first: str) -> None:
         group = gr.Dropdown(groups, value=first, label="Species group")
         n_teach = gr.Slider(0, 12, value=6, step=1, label="Teaching photos")
         n_test = gr.Slider(1, 12, value=6, step=1, label="Test photos")
+        seed = gr.Textbox("", label="Seed (optional: the same test for a class)", max_lines=1)
         start = gr.Button("Start the quiz", variant="primary")
+    plan = gr.Markdown()
     status = gr.Markdown()
     with gr.Row():
         with gr.Column(scale=2):
@@ -255,7 +276,10 @@ def _quiz_tab(groups: list[tuple[str, str]], first: str) -> None:
     timer = gr.Timer(TICK_S, active=False)
 
     outputs = [state, status, photo, choice, answer, feedback, explanation, next_q, score, timer]
-    start.click(start_quiz, [group, n_teach, n_test], outputs, api_name="start_quiz")
+    start.click(start_quiz, [group, n_teach, n_test, seed], outputs, api_name="start_quiz")
+    for control in (group, n_teach, n_test):
+        control.change(quiz_plan, [group, n_teach, n_test], plan, api_visibility="private")
+    choice.input(choice_made, choice, answer, api_visibility="private", show_progress="hidden")
     answer.click(quiz_answer, [state, choice], outputs, api_name="quiz_answer")
     next_q.click(quiz_next, state, outputs, api_name="quiz_next")
     timer.tick(enable_next, state, [next_q, timer], api_visibility="private", show_progress="hidden")

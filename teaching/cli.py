@@ -1,4 +1,4 @@
-"""The command line: `python -m teaching explain|backbones|evaluate ...`.
+"""The command line: `python -m teaching explain|backbones|evaluate|simulate ...`.
 
 `explain` writes, for each photo, one heatmap overlay per class, the raw and scaled maps (`maps.npz`) and a
 `result.json` with the prediction; a `grid.png` puts all photos (rows) and classes (columns) side by side.
@@ -124,6 +124,11 @@ def build_parser() -> ArgumentParser:
     commands.add_parser(
         "evaluate",
         help="measure accuracy, faithfulness and localisation (see 'evaluate --help')",
+        add_help=False,
+    )
+    commands.add_parser(
+        "simulate",
+        help="simulated learners taught by random, STRICT and EXPLAIN photos (see 'simulate --help')",
         add_help=False,
     )
     return parser
@@ -401,12 +406,24 @@ def run_evaluate(argv: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 2
 
 
+def run_simulate(argv: list[str]) -> int:
+    """Hand the simulate command to teaching.evaluation.simulate (the simulated-learner study)."""
+    from teaching.evaluation.simulate import main as simulate_main
+
+    try:
+        return simulate_main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 some photos failed, 2 a user error)."""
     args_list = sys.argv[1:] if argv is None else list(argv)
     try:
         if args_list[:1] == ["evaluate"]:
             return run_evaluate(args_list[1:])
+        if args_list[:1] == ["simulate"]:
+            return run_simulate(args_list[1:])
         try:
             args = build_parser().parse_args(args_list)
         except SystemExit as exc:  # --help, or a usage error already printed on one line

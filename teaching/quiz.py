@@ -17,7 +17,7 @@ import copy
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -117,24 +117,54 @@ class QuizScore:
     most_confused: tuple[str, str] | None  # the (true, guessed) pair with the most mistakes
 
 
-def _deal(pools: dict[str, list[str]], order: Sequence[str], n: int, keep: int) -> list[Question]:
-    """Take up to n photos round-robin over the species, leaving at least `keep` photos in each pool."""
+def _deal(
+    pools: dict[str, list[str]], order: Sequence[str], n: int, keep: int, may_take: Callable[[str], bool] | None = None
+) -> list[Question]:
+    """Take up to n photos round-robin over the species, leaving at least `keep` photos in each pool; with
+    `may_take`, only photos it allows (asked from the end of the pool; a photo it allows is taken)."""
     picked: list[Question] = []
     while len(picked) < n:
         before = len(picked)
         for species_id in order:
-            if len(picked) < n and len(pools[species_id]) > keep:
-                picked.append(Question(pools[species_id].pop(), species_id))
+            pool = pools[species_id]
+            if len(picked) >= n or len(pool) <= keep:
+                continue
+            for i in reversed(range(len(pool))):
+                if may_take is None or may_take(pool[i]):  # True means taken
+                    picked.append(Question(pool.pop(i), species_id))
+                    break
         if len(picked) == before:
             break
     return picked
 
 
-def new_quiz(group: Group, images: Sequence[tuple[str | Path, str]], config: QuizConfig | None = None) -> QuizState:
+Chooser = Callable[[list[tuple[str, str]], int, random.Random], list[tuple[str, str]]]
+
+
+def plan_sizes(n_photos: int, n_teachable: int, n_teach: int, n_test: int) -> tuple[int, int]:
+    """How many teaching and test photos a quiz over `n_photos` (of which `n_teachable` may teach) will use."""
+    if n_photos == 0:
+        return 0, 0
+    if n_photos < n_teach + n_test:
+        n_test = max(1, n_photos * n_test // max(1, n_teach + n_test))
+        n_teach = n_photos - n_test
+    n_teach = min(n_teach, n_teachable, n_photos - min(n_test, n_photos))
+    return max(0, n_teach), min(n_test, n_photos)
+
+
+def new_quiz(
+    group: Group,
+    images: Sequence[tuple[str | Path, str]],
+    config: QuizConfig | None = None,
+    teachable: Collection[str] | None = None,
+    choose: Chooser | None = None,
+) -> QuizState:
     """A new session over (photo, species id) pairs of the group.
 
-    Test photos are balanced over the species and never shown in the teaching phase; a species with a single
-    photo is kept for teaching. With fewer than n_teach + n_test photos both phases shrink in proportion.
+    Test photos are balanced over the species and never shown in the teaching phase. Only photos in `teachable`
+    (default: all) may teach: the photos the model gets right (`teaching.pool`); the test phase may use the others.
+    `choose(candidates, k, rng)` orders the teaching photos (a learner-model teacher, `teaching.selection`);
+    default: at random. With fewer photos than asked both phases shrink (`plan_sizes`).
     """
     config = config or QuizConfig()
     if config.n_teach < 0 or config.n_test < 1 or config.pause_s < 0:
@@ -149,21 +179,35 @@ def new_quiz(group: Group, images: Sequence[tuple[str | Path, str]], config: Qui
     total = sum(len(p) for p in pools.values())
     if total == 0:
         raise QuizError(f"group '{group.id}' has no photos: download the gallery or set TEACHING_GALLERY_DIR")
+    can_teach = {str(t) for t in teachable} if teachable is not None else {p for v in pools.values() for p in v}
     rng = random.Random(config.seed)
     for pool in pools.values():
         pool.sort()
         rng.shuffle(pool)
-    n_teach, n_test = config.n_teach, config.n_test
-    if total < n_teach + n_test:
-        n_test = max(1, total * n_test // (n_teach + n_test))
-        n_teach = total - n_test
+    n_teach, n_test = plan_sizes(total, len(can_teach), config.n_teach, config.n_test)
     order = list(names)
     rng.shuffle(order)
-    test = _deal(pools, order, n_test, keep=1)
-    test += _deal(pools, order, n_test - len(test), keep=0)
-    teach = _deal(pools, order, n_teach, keep=0)
+    slack = [len(can_teach) - n_teach]  # teachable photos the test may still take
+
+    def may_take(photo: str) -> bool:
+        """A test photo, unless it is teachable and the teaching phase needs it (or it is its species' last one)."""
+        if photo not in can_teach:
+            return True
+        species_left = next(sum(p in can_teach for p in pool) for pool in pools.values() if photo in pool)
+        if slack[0] <= 0 or (n_teach > 0 and species_left <= 1):
+            return False
+        slack[0] -= 1
+        return True
+
+    test = _deal(pools, order, n_test, keep=1, may_take=may_take)
+    test += _deal(pools, order, n_test - len(test), keep=0, may_take=may_take)
+    candidates = [(p, s) for s, pool in pools.items() for p in sorted(pool) if p in can_teach]
+    if choose is not None:
+        teach = [Question(p, s) for p, s in choose(candidates, n_teach, rng)[:n_teach]]
+    else:
+        teach = _deal({s: [p for p in pool if p in can_teach] for s, pool in pools.items()}, order, n_teach, keep=0)
+        rng.shuffle(teach)
     rng.shuffle(test)
-    rng.shuffle(teach)
     traits = {s.id: list(s.traits) for s in group.species}
     phase = "teach" if teach else "test"
     return QuizState(group.id, names, traits, teach, test, config.pause_s, phase)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,7 @@ def served_app(fixtures_dir: Path) -> Iterator[str]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
+        mp.setenv("TEACHING_CACHE_DIR", tempfile.mkdtemp(prefix="teaching-cache-"))  # the model's verdicts
         demo = app.build_demo()
         try:
             _, url, _ = demo.launch(

@@ -116,11 +116,14 @@ def test_quiz_through_the_api(client: Client) -> None:
     progress, photo, choice, feedback, explanation, score, timer = client.predict(
         "elephants", 1, 1, api_name="/start_quiz"
     )
-    assert progress == "**Teaching: photo 1 of 1**"
+    assert progress.startswith("**Teaching: photo 1 of 1**\n\nQuiz seed: ")
     assert Path(photo["value"]).is_file()
+    again = client.predict(None, api_name="/quiz_answer")  # Answer with nothing chosen: the question stays
+    assert again[0].startswith("**Teaching: photo 1 of 1** Choose a species first, then press Answer.")
+    assert again[1]["value"] == photo["value"]
     assert [c[1] for c in choice["choices"]] == ["african_elephant", "asian_elephant", "tusker"]
     assert feedback == "" and not explanation["visible"] and not timer["active"]
     progress, photo, choice, feedback, explanation, score, timer = client.predict("tusker", api_name="/quiz_answer")
     assert feedback.startswith(("### Correct, it is", "### Wrong, it is"))
     assert explanation["visible"] and Path(explanation["value"]).is_file()
-    assert timer["active"] and not choice["interactive"]
+    assert timer["active"] and not choice["interactive"] and choice["value"] == "tusker"  # the guess stays shown

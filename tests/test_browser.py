@@ -119,3 +119,52 @@ def test_explain_and_quiz_in_chromium(url: str, fixtures_dir: Path, screenshots:
         "quiz-feedback.png",
         "quiz-next.png",
     }
+
+
+def test_a_quiz_played_through_in_chromium(url: str, screenshots: Path) -> None:
+    """Sharks, 2 teaching + 2 test photos: Answer is disabled until a species is chosen, an Answer with nothing
+    chosen (forced through) leaves the question, the guess stays shown next to the feedback, then the score."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(STEP_TIMEOUT_MS)
+            expect.set_options(timeout=STEP_TIMEOUT_MS)
+            page.goto(url)
+            page.get_by_role("tab", name="Quiz").click()
+            page.locator("input[aria-label='Species group']:visible").click()
+            page.get_by_role("option", name="Sharks").click()
+            for label in ("Teaching photos", "Test photos"):
+                box = page.get_by_role("spinbutton", name=label)
+                box.fill("2")
+                box.press("Enter")
+            page.get_by_role("button", name="Start the quiz", exact=True).click()
+            expect(page.get_by_text("Teaching: photo 1 of 2")).to_be_visible()
+            expect(page.get_by_text("Quiz seed:")).to_be_visible()
+            answer = page.get_by_role("button", name="Answer", exact=True)
+            expect(answer).to_be_disabled()
+            answer.dispatch_event("click")  # a click that gets through anyway: the server keeps the question
+            expect(page.get_by_text("Choose a species first, then press Answer.")).to_be_visible()
+            expect(page.get_by_text("Teaching: photo 1 of 2")).to_be_visible()
+            expect(page.get_by_text("Error")).to_have_count(0)
+            for n in (1, 2):
+                page.get_by_role("radio", name="tiger shark").check()
+                expect(answer).to_be_enabled()
+                answer.click()
+                expect(page.locator("#explanation img")).to_be_visible()
+                expect(page.get_by_role("radio", name="tiger shark")).to_be_checked()  # the guess stays shown
+                if n == 1:
+                    page.screenshot(path=screenshots / "quiz-played-feedback.png", full_page=True)
+                next_button = page.get_by_role("button", name="Next", exact=True)
+                expect(next_button).to_be_enabled(timeout=15_000)
+                next_button.click()
+            for n in (1, 2):
+                expect(page.get_by_text(f"Test (no feedback): photo {n} of 2")).to_be_visible()
+                page.get_by_role("radio", name="hammerhead").check()
+                answer.click()
+            expect(page.get_by_role("heading", name="Your score:")).to_be_visible()
+            page.screenshot(path=screenshots / "quiz-played-score.png", full_page=True)
+        finally:
+            browser.close()

@@ -296,3 +296,62 @@ def test_local_photo_in_a_group_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     shown = gallery_photos(load_group(path), tmp_path / "cache")
     assert shown[0].missing == "no photos listed for this species"  # species "one"; the photo is of species "two"
     assert shown[1] == ("two", (tmp_path / "photos" / "one.jpg").resolve(), "Photo: A. Teacher", "", None)
+
+
+class CategoryFetch(FakeFetch):
+    """Answers category listings from the two recorded pages (the first says where to continue)."""
+
+    def __call__(self, url: str) -> bytes:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        if url.startswith(COMMONS_API) and query.get("generator") == ["categorymembers"]:
+            self.urls.append(url)
+            assert query["gcmtitle"] == ["Category:Loxodonta africana"] and query["gcmtype"] == ["file"]
+            assert query["iiprop"] == ["url|extmetadata|mime|size"]
+            page = "category_page2.json" if "gcmcontinue" in query else "category_page1.json"
+            return (COMMONS_DATA / page).read_bytes()
+        return super().__call__(url)
+
+
+def _category_group() -> Group:
+    elephant = Species(
+        "african_elephant",
+        "African elephant",
+        386,
+        ("Big ears.", "Saddle back."),
+        "African_elephant",
+        photos=(replace(FLICKR, species_id="african_elephant"),),
+        commons_categories=("Loxodonta africana",),
+    )
+    other = Species("tusker", "tusker", 101, ("Tusks.", "Any elephant."), "tusker")
+    return Group("cat", "Cat", "A category test.", (elephant, other))
+
+
+def test_commons_categories_grow_the_pool_with_free_photos_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TEACHING_GALLERY_DIR", raising=False)
+    fetch = CategoryFetch()
+    status = download_gallery([_category_group()], tmp_path, fetch=fetch, per_species=3)
+    assert status == {
+        "flickr-1": "downloaded",
+        "commons-loxodonta-africana-test-01": "downloaded",  # CC BY-SA 4.0
+        "commons-loxodonta-africana-test-03": "downloaded",  # public domain, from the second page; NC and SVG left out
+    }
+    assert sum("generator=categorymembers" in u for u in fetch.urls) == 2
+    shown = gallery_photos(_category_group(), tmp_path)
+    assert [(g.species_id, g.path is not None) for g in shown] == [("african_elephant", True)] * 3 + [("tusker", False)]
+    assert shown[1].credit == (
+        "Photo: Example Ranger, CC BY-SA 4.0 (https://commons.wikimedia.org/wiki/File:Loxodonta_africana_test_01.jpg)"
+    )
+    assert shown[2].credit.startswith("Photo: U.S. Fish and Wildlife Service, Public domain (")
+    again = CategoryFetch()
+    assert set(download_gallery([_category_group()], tmp_path, fetch=again, per_species=3).values()) == {"cached"}
+
+
+def test_a_category_list_must_hold_names(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    text = (galleries.GALLERY_DIR / "sharks.toml").read_text()
+    path.write_text(text.replace('commons_categories = ["Galeocerdo cuvier"]', "commons_categories = [3]"))
+    with pytest.raises(GalleryError, match="commons_categories must be a list of category names"):
+        load_group(path)
+    assert load_groups()["sharks"].species_by_id("tiger_shark").commons_categories == ("Galeocerdo cuvier",)

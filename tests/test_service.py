@@ -34,9 +34,12 @@ pytestmark = pytest.mark.fixtures
 
 
 @pytest.fixture(autouse=True)
-def local_gallery(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Gallery photos from the fixture folder, as the app's tests set it."""
+def local_gallery(
+    fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Gallery photos from the fixture folder, as the app's tests set it (the model's verdicts cached in a temp dir)."""
     monkeypatch.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
+    monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
     return fixtures_dir / "species"
 
 
@@ -378,8 +381,8 @@ def test_quiz_refusals(local_gallery: Path, tmp_path: Path) -> None:
     with pytest.raises(QuizError, match="start a quiz first"):
         service.quiz_answer(None, "tusker")
     step = service.start_quiz("sharks", n_teach=1, n_test=1)
-    with pytest.raises(QuizError, match="choose a species first"):
-        service.quiz_answer(step.state, None)
+    same = service.quiz_answer(step.state, None)
+    assert same.state == step.state and same.photo == step.photo and same.message.startswith("Choose a species")
     with pytest.raises(QuizError, match="unknown species 'tusker'"):
         service.quiz_answer(step.state, "tusker")
     forged = dict(step.state, teach=[dict(step.state["teach"][0], image=str(tmp_path / "secret.png"))])
@@ -425,3 +428,23 @@ def test_saved_images_are_named_by_content_and_swept(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(files, "_store", files.TempStore())
     service.save_jpeg(Image.new("RGB", (8, 8)), "t")
     assert not old.exists() and png.exists() and jpeg.exists()
+
+
+def test_no_network_is_one_short_line_and_the_details_go_to_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    monkeypatch.delenv("TEACHING_GALLERY_DIR")
+    monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path))
+    group = service.get_group("sharks")
+    reason = "could not download https://upload.wikimedia.org/x.jpg (Name or service not known)"
+    photos = {p.id: {"missing": reason} for s in group.species for p in s.photos}
+    (tmp_path / "manifest.json").write_text(json.dumps({"photos": photos}))
+    with caplog.at_level("WARNING"):
+        view = service.gallery("sharks")
+    assert view.missing == service.NO_NETWORK and "upload.wikimedia.org" not in view.missing
+    assert "upload.wikimedia.org/x.jpg" in caplog.text
+    with pytest.raises(QuizError) as info:
+        service.start_quiz("sharks")
+    assert str(info.value) == service.NO_NETWORK

@@ -8,8 +8,8 @@ group's photos, in the local folder ``TEACHING_GALLERY_DIR`` or in the download 
 from __future__ import annotations
 
 from teaching.galleries.cli import main
+from teaching.galleries.commons import COMMONS_API, MAX_PER_SPECIES, category_photos, licence_problem, strip_html
 from teaching.galleries.download import (
-    COMMONS_API,
     MAX_BYTES,
     MAX_SIDE,
     USER_AGENT,
@@ -18,8 +18,6 @@ from teaching.galleries.download import (
     commons_info,
     download_gallery,
     fetch_url,
-    licence_problem,
-    strip_html,
 )
 from teaching.galleries.groups import (
     CREDIT_FIELDS,
@@ -48,6 +46,7 @@ __all__ = [
     "GALLERY_DIR",
     "IMAGE_SUFFIXES",
     "MAX_BYTES",
+    "MAX_PER_SPECIES",
     "MAX_SIDE",
     "NOT_DOWNLOADED",
     "USER_AGENT",
@@ -59,6 +58,7 @@ __all__ = [
     "Progress",
     "Source",
     "Species",
+    "category_photos",
     "commons_info",
     "credit",
     "default_cache_dir",

@@ -9,11 +9,9 @@ its sha256, its credit and what the Commons API returned, or why the photo is mi
 from __future__ import annotations
 
 import hashlib
-import html
-import http.client
 import io
 import json
-import re
+import logging
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -22,9 +20,17 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from teaching.galleries.commons import (
+    COMMONS_API,
+    MAX_PER_SPECIES,
+    _fetch,
+    category_photos,
+    licence_problem,
+    page_info,
+)
 from teaching.galleries.groups import CREDIT_FIELDS, GalleryError, Group, Photo, default_cache_dir, read_manifest
 
-COMMONS_API = "https://commons.wikimedia.org/w/api.php"
+log = logging.getLogger(__name__)
 MAX_SIDE = 1024  # longest side of a cached photo, in pixels
 MAX_BYTES = 60_000_000  # largest download accepted
 USER_AGENT = "teaching-gradcam/0.1 (machine teaching gallery downloader; Python urllib)"
@@ -43,24 +49,6 @@ def fetch_url(url: str) -> bytes:
     return body
 
 
-def licence_problem(short_name: str, code: str = "") -> str | None:
-    """None when a licence is free (public domain, CC0, CC BY, CC BY-SA), else why the photo is refused."""
-    name = short_name.strip() or code.strip()
-    key = re.sub(r"[\s_]+", "-", (code.strip() or short_name.strip()).lower())
-    if not name:
-        return "no licence given"
-    if re.search(r"(^|-)(nc|nd)(-|$)", key) or re.search(r"\b(NC|ND)\b", short_name):
-        return f"licence {name} is not free (NonCommercial or NoDerivatives)"
-    if key.startswith(("pd", "cc0", "cc-zero", "public-domain")) or re.fullmatch(r"cc-by(-sa)?(-[\d.]+)?(-\w+)?", key):
-        return None
-    return f"licence {name} is not public domain, CC0, CC BY or CC BY-SA"
-
-
-def strip_html(text: str) -> str:
-    """Plain text of an HTML fragment such as the Commons Artist field."""
-    return " ".join(html.unescape(re.sub(r"<[^>]*>", " ", text)).split())
-
-
 def commons_info(file_name: str, fetch: Fetch) -> dict[str, str]:
     """What the Commons API says about a file: URLs, licence and author (raw and plain)."""
     query = {"action": "query", "titles": f"File:{file_name}", "prop": "imageinfo", "format": "json"}
@@ -73,18 +61,7 @@ def commons_info(file_name: str, fetch: Fetch) -> dict[str, str]:
     page: dict[str, Any] = next(iter(data.get("query", {}).get("pages", {}).values()), {})
     if "missing" in page or "invalid" in page or not page.get("imageinfo"):
         raise GalleryError(f"Commons has no file '{file_name}'")
-    info, meta = page["imageinfo"][0], page["imageinfo"][0].get("extmetadata", {})
-    value = {key: str(meta.get(key, {}).get("value", "")) for key in ("LicenseShortName", "License", "LicenseUrl")}
-    artist = str(meta.get("Artist", {}).get("value", ""))
-    urls = {"url": str(info["url"]), "thumb_url": str(info.get("thumburl", "")), "page": info.get("descriptionurl", "")}
-    return {"title": page.get("title", "")} | urls | {"artist_html": artist, "author": strip_html(artist)} | value
-
-
-def _fetch(url: str, fetch: Fetch, what: str = "") -> bytes:
-    try:
-        return fetch(url)
-    except (OSError, http.client.HTTPException, ValueError) as e:
-        raise GalleryError(f"could not download {what or url} ({getattr(e, 'reason', None) or e})") from e
+    return page_info(page)
 
 
 def _prepare(data: bytes, crop: tuple[float, float, float, float]) -> bytes:
@@ -105,14 +82,16 @@ def _wanted(photo: Photo) -> dict[str, Any]:
     return {"source": photo.source, "url": photo.url, "commons_file": photo.commons_file, "crop": list(photo.crop)}
 
 
-def _download(photo: Photo, cache: Path, fetch: Fetch) -> dict[str, Any]:
-    """Fetch one photo into the cache; the manifest entry says what was saved or why it is missing."""
+def _download(photo: Photo, cache: Path, fetch: Fetch, api: dict[str, str] | None = None) -> dict[str, Any]:
+    """Fetch one photo into the cache; the manifest entry says what was saved or why it is missing.
+
+    `api`: the file's Commons record when a category listing already gave it (not asked again)."""
     entry: dict[str, Any] = {"source": photo.source, "wanted": _wanted(photo)}
     try:
         fields = {key: getattr(photo, key) for key in CREDIT_FIELDS[:-1]}
         image_url = photo.url
         if photo.source == "commons":
-            api = entry["commons_api"] = commons_info(photo.commons_file, fetch)
+            api = entry["commons_api"] = api or commons_info(photo.commons_file, fetch)
             problem = licence_problem(api["LicenseShortName"], api["License"])
             if problem:
                 return entry | {"missing": problem}
@@ -142,6 +121,7 @@ def download_gallery(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
     fetch: Fetch | None = None,
+    per_species: int = MAX_PER_SPECIES,
 ) -> dict[str, str]:
     """Download the Flickr and Commons photos of the groups into the cache, keeping what is already there.
 
@@ -151,7 +131,7 @@ def download_gallery(
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     fetch = fetch or fetch_url
-    chosen = groups.values() if isinstance(groups, Mapping) else groups
+    chosen = list(groups.values() if isinstance(groups, Mapping) else groups)
     photos = [p for g in chosen for s in g.species for p in s.photos if p.source != "local"]
     entries = read_manifest(cache)
     status: dict[str, str] = {}
@@ -163,6 +143,18 @@ def download_gallery(
             continue
         entries[photo.id] = entry = _download(photo, cache, fetch)
         status[photo.id] = f"missing: {entry['missing']}" if "missing" in entry else "downloaded"
+    for species in (s for g in chosen for s in g.species if s.commons_categories):
+        listed, skipped = category_photos(species, fetch, MAX_SIDE, per_species)
+        for reason in skipped:
+            log.info("%s: left out %s", species.id, reason)
+        if not listed and skipped:
+            log.warning("%s: no photos from its Commons categories (%s)", species.id, skipped[0])
+        for photo, api in listed:
+            if _is_cached(cache, entries.get(photo.id, {}), photo):
+                status[photo.id] = "cached"
+                continue
+            entries[photo.id] = entry = _download(photo, cache, fetch, api) | {"species_id": species.id}
+            status[photo.id] = f"missing: {entry['missing']}" if "missing" in entry else "downloaded"
     if progress:
         progress(len(photos), len(photos), "done")
     cache.mkdir(parents=True, exist_ok=True)

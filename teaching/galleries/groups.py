@@ -67,6 +67,7 @@ class Species:
     traits: tuple[str, ...]  # 2-4 short sentences
     fixture_folder: str  # folder name under a local photo folder such as fixtures/species
     photos: tuple[Photo, ...] = ()
+    commons_categories: tuple[str, ...] = ()  # Wikimedia Commons categories whose free photos join the gallery
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,10 @@ def _species(table: Mapping[str, Any], base: Path, where: str) -> Species:
         raise GalleryError(f"{where}: traits must be 2 to 4 sentences, got {len(traits)}")
     photos = tuple(_photo(p, species_id, base, where) for p in _get(table, "photos", list, where, []))
     name, folder = _get(table, "name", str, where), _get(table, "fixture_folder", str, where)
-    return Species(species_id, name, index, tuple(traits), folder, photos)
+    categories = _get(table, "commons_categories", list, where, [])
+    if not all(isinstance(c, str) and c.strip() for c in categories):
+        raise GalleryError(f"{where}: commons_categories must be a list of category names")
+    return Species(species_id, name, index, tuple(traits), folder, photos, tuple(c.strip() for c in categories))
 
 
 def load_group(path: Path) -> Group:
@@ -253,6 +257,24 @@ def gallery_photos(group: Group, cache_dir: Path | None = None) -> list[GalleryI
             else:
                 reason = "file not found" if photo.source == "local" else entry.get("missing", NOT_DOWNLOADED)
                 images.append(GalleryImage(species.id, None, credit(photo), photo.landing_page, str(reason)))
+        images += _category_images(species, entries, cache)
+    return images
+
+
+def _category_images(species: Species, entries: Mapping[str, dict[str, Any]], cache: Path) -> list[GalleryImage]:
+    """The downloaded photos of the species' Commons categories (manifest entries carrying its species id)."""
+    if not species.commons_categories:
+        return []
+    listed = {p.id for p in species.photos}
+    images = []
+    for photo_id, entry in sorted(entries.items()):
+        path = cache / str(entry.get("file", ""))
+        if entry.get("species_id") != species.id or photo_id in listed or not entry.get("file") or not path.is_file():
+            continue
+        fields: dict[str, Any] = {k: str(entry[k]) for k in CREDIT_FIELDS if k in entry}
+        file = str(entry.get("wanted", {}).get("commons_file", ""))
+        known = replace(Photo(photo_id, species.id, "commons", commons_file=file), **fields)
+        images.append(GalleryImage(species.id, path, credit(known), known.landing_page, None))
     return images
 
 

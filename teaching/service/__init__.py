@@ -9,7 +9,7 @@ One module per page, and the parts they share:
     explore.py   `explore`: one photo, one species group, plain and contrastive maps per species with the traits
     compare.py   `compare`: one photo, a matrix of methods x backbones, with the sanity-check note
     gallery.py   `gallery`: a group's photos with their credits; the background download; `photo_dirs`
-    quiz.py      `start_quiz`, `quiz_answer`, `quiz_next`, `quiz_can_advance`: the protocol of `teaching.quiz`
+    quiz.py      `start_quiz`, `quiz_plan`, `quiz_answer`, `quiz_next`, `quiz_can_advance`: `teaching.quiz`'s protocol
     catalog.py   the methods and backbones each page offers, labelled and checked from the method classes' facts
     groups.py    the species groups;   files.py: JPEG/PNG files in a temp folder
     photos.py    the checked photo, opened only inside the folders a front end allows (`allowed_photo`)
@@ -36,10 +36,11 @@ from teaching.service.catalog import (
 from teaching.service.compare import COMPARE_CELL, SANITY_NOTE, CompareResult, Progress, compare
 from teaching.service.explore import CELL, TOP_N, ExploreResult, explore, explore_note
 from teaching.service.files import save_jpeg, save_png
-from teaching.service.gallery import GalleryView, download_galleries_in_background, gallery, photo_dirs
+from teaching.service.gallery import GalleryView, download_galleries_in_background, gallery, gallery_notes, photo_dirs
 from teaching.service.groups import default_group, get_group, group_choices, groups
 from teaching.service.photos import MAX_UPLOAD_BYTES, NOT_AVAILABLE, allowed_photo, read_photo
-from teaching.service.quiz import QuizStep, quiz_answer, quiz_can_advance, quiz_next, start_quiz
+from teaching.service.quiz import QuizStep, quiz_answer, quiz_can_advance, quiz_next, quiz_plan, start_quiz
+from teaching.service.text import NO_NETWORK
 
 __all__ = [
     "CELL",
@@ -49,6 +50,7 @@ __all__ = [
     "EXPLORE_METHODS",
     "MAX_UPLOAD_BYTES",
     "NOT_AVAILABLE",
+    "NO_NETWORK",
     "SANITY_NOTE",
     "TOP_N",
     "CompareResult",
@@ -67,6 +69,7 @@ __all__ = [
     "explore",
     "explore_note",
     "gallery",
+    "gallery_notes",
     "get_group",
     "group_choices",
     "groups",
@@ -75,6 +78,7 @@ __all__ = [
     "quiz_answer",
     "quiz_can_advance",
     "quiz_next",
+    "quiz_plan",
     "read_photo",
     "save_jpeg",
     "save_png",

@@ -7,24 +7,41 @@ checked on every call.
 
 from __future__ import annotations
 
+import random
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from teaching.api import explain, prepare
-from teaching.galleries import gallery_photos
+from teaching.galleries import Group, gallery_photos
 from teaching.models import DEFAULT_BACKBONE
-from teaching.quiz import Feedback, QuizConfig, QuizError, QuizState, answer, can_advance, current_question, new_quiz
+from teaching.pool import PoolPhoto, group_pool
+from teaching.quiz import (
+    Chooser,
+    Feedback,
+    QuizConfig,
+    QuizError,
+    QuizState,
+    answer,
+    can_advance,
+    current_question,
+    new_quiz,
+    plan_sizes,
+)
 from teaching.quiz import advance as quiz_advance
 from teaching.quiz import score as quiz_score
 from teaching.render import darken_outside, fit_image, make_grid, overlay
+from teaching.selection import STRATEGIES, learner_model, select
 from teaching.service.groups import get_group
 from teaching.service.photos import read_photo
-from teaching.service.text import percent
+from teaching.service.text import NO_NETWORK, download_failed, percent
 
+STRATEGY = "random"  # among the photos the model gets right: STRICT and EXPLAIN did not beat it (docs/TEACHING.md)
 FEEDBACK_CELL = 320  # side of the photo in the feedback pictures (larger than a cell of the Explore grid)
 
 
@@ -41,23 +58,94 @@ class QuizStep:
     feedback: str | None = None  # Markdown: right or wrong, the true species, what the model says, the traits
     explanation: Image.Image | None = None  # the contrastive map of the true species (highlight and heatmap)
     score: str | None = None  # Markdown: the test score against chance, per species, confusions
+    guess: str | None = None  # the learner's answer to the photo shown (kept selected next to the feedback)
+    message: str = ""  # one line for the page: how many photos the quiz uses, or "choose a species first"
+    seed: int | None = None  # the seed of this quiz (set on start): the same seed gives the same test photos
 
 
-def start_quiz(group_id: str, n_teach: int = 6, n_test: int = 6, seed: int = 0) -> QuizStep:
-    """A new quiz over the gallery photos of a group (the same seed gives everyone the same test photos)."""
+def start_quiz(
+    group_id: str, n_teach: int = 6, n_test: int = 6, seed: int | None = None, strategy: str = STRATEGY
+) -> QuizStep:
+    """A new quiz over the gallery photos of a group.
+
+    Without a seed each start draws new test photos and a new teaching sequence; with one, every learner gets the
+    same test photos (and the same teaching sequence). Only photos the model gets right within the group teach
+    (`teaching.pool`); the teaching photos are chosen by `strategy` ("explain", "strict" or "random",
+    `teaching.selection`). `message` says how many photos the quiz will use when the group has fewer than asked.
+    """
     group = get_group(group_id)
-    images = [(str(p.path), p.species_id) for p in gallery_photos(group) if p.path is not None]
+    if strategy not in STRATEGIES:
+        raise QuizError(f"unknown teaching strategy '{strategy}': one of {', '.join(STRATEGIES)}")
+    listed = gallery_photos(group)
+    images = [p for p in listed if p.path is not None]
+    if not images and download_failed([str(p.missing) for p in listed]):
+        raise QuizError(NO_NETWORK)
     if not images:
         raise QuizError(f"no photos of {group.title} are available: download the galleries or set TEACHING_GALLERY_DIR")
-    state = new_quiz(group, images, QuizConfig(n_teach=n_teach, n_test=n_test, seed=seed))
-    return _step(state)
+    seed = secrets.randbelow(1_000_000) if seed is None else int(seed)
+    pool = group_pool(group, images)
+    teachable = {str(p.path) for p in pool if p.verdict.right}
+    by_path = {str(p.path): p for p in pool}
+    config = QuizConfig(n_teach=n_teach, n_test=n_test, seed=seed)
+    images_of = [(str(p.path), p.species_id) for p in pool]
+    state = new_quiz(group, images_of, config, teachable, _chooser(group, by_path, strategy))
+    step = _step(state)
+    step.seed = seed
+    step.message = _plan_message(len(pool), len(teachable), n_teach, n_test, len(state.teach), len(state.test))
+    return step
+
+
+def _chooser(group: Group, pool: dict[str, PoolPhoto], strategy: str) -> Chooser:
+    """The teacher: `selection.select` over the learner model of the candidates, its hypotheses seeded by the quiz."""
+    ids = [s.id for s in group.species]
+
+    def choose(candidates: list[tuple[str, str]], k: int, rng: random.Random) -> list[tuple[str, str]]:
+        if k <= 0 or not candidates:
+            return []
+        gen = np.random.default_rng(rng.randrange(2**32))
+        if strategy == "random" or len(candidates) < 3:
+            return [candidates[i] for i in gen.permutation(len(candidates))[:k]]
+        photos = [pool[p] for p, _ in candidates]
+        labels = [ids.index(p.species_id) for p in photos]
+        model = learner_model(np.stack([p.features for p in photos]), labels, len(ids), gen)
+        entropy = np.array([p.explain_entropy for p in photos])
+        return [candidates[i] for i in select(model, k, strategy, gen, entropy=entropy)]
+
+    return choose
+
+
+def _plan_message(n_photos: int, n_right: int, n_teach: int, n_test: int, got_teach: int, got_test: int) -> str:
+    """One line when the quiz uses fewer photos than asked ("" when it uses what was asked)."""
+    if (got_teach, got_test) == (n_teach, n_test):
+        return ""
+    return (
+        f"This group has {n_photos} photos ({n_right} that the model gets right, the only ones used to teach): "
+        f"the quiz uses {got_teach} teaching and {got_test} test photos."
+    )
+
+
+def quiz_plan(group_id: str, n_teach: int, n_test: int) -> str:
+    """Before a start: how many photos a quiz of the group will use when it has fewer than asked ("" otherwise)."""
+    group = get_group(group_id)
+    images = [p for p in gallery_photos(group) if p.path is not None]
+    if not images:
+        return ""
+    pool = group_pool(group, images)
+    n_right = sum(p.verdict.right for p in pool)
+    got_teach, got_test = plan_sizes(len(pool), n_right, n_teach, n_test)
+    return _plan_message(len(pool), n_right, n_teach, n_test, got_teach, got_test)
 
 
 def quiz_answer(state: dict[str, Any] | None, species_id: str | None, now: float | None = None) -> QuizStep:
-    """Record a guess: in the teaching phase the feedback and explanation, in the test phase the next photo."""
+    """Record a guess: in the teaching phase the feedback and explanation, in the test phase the next photo.
+
+    With no species chosen nothing changes: the same photo comes back with the message "choose a species first".
+    """
     quiz = _load(state)
     if not species_id:
-        raise QuizError("choose a species first")
+        step = _step(quiz)
+        step.message = "Choose a species first, then press Answer."
+        return step
     question = current_question(quiz)
     quiz, feedback = answer(quiz, species_id, now)
     if feedback is None or question is None:
@@ -65,7 +153,9 @@ def quiz_answer(state: dict[str, Any] | None, species_id: str | None, now: float
     text, image = _teach(quiz, Path(question.image), feedback)
     if now is None:
         quiz.feedback_at = time.time()  # the pause starts when the learner sees the feedback, not before
-    return _step(quiz, answered=True, feedback=text, explanation=image)
+    step = _step(quiz, answered=True, feedback=text, explanation=image)
+    step.guess = species_id
+    return step
 
 
 def quiz_can_advance(state: dict[str, Any] | None, now: float | None = None) -> bool:
