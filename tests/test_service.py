@@ -77,7 +77,17 @@ def test_explore_african_elephant(african: service.ExploreResult) -> None:
     assert african.note == "The model says African elephant (90.6%)."
     assert african.group_probs["african_elephant"] == pytest.approx(african.predictions[0][2])
     assert set(african.group_probs) == {"african_elephant", "asian_elephant", "tusker"}
-    assert list(african.labels) == [name for _, name, _ in african.predictions]
+    # the group's names first, ImageNet's in brackets where they differ (one name per species on the page)
+    assert list(african.labels) == [
+        "African elephant",
+        "Asian elephant (Indian elephant)",
+        "water buffalo",
+        "tusker",
+        "ram",
+    ]
+    assert [c.name for c in african.cards] == ["African elephant", "Asian elephant", "tusker"]
+    assert [c.imagenet_name for c in african.cards] == ["African elephant", "Indian elephant", "tusker"]
+    assert african.cards[0].traits[0].startswith("Huge ears") and african.cards[0].plain.size == (service.CELL,) * 2
 
 
 def test_explore_rows_are_plain_then_contrastive(african: service.ExploreResult) -> None:
@@ -425,3 +435,36 @@ def test_saved_images_are_named_by_content_and_swept(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(files, "_store", files.TempStore())
     service.save_jpeg(Image.new("RGB", (8, 8)), "t")
     assert not old.exists() and png.exists() and jpeg.exists()
+
+
+# --- the page's languages and the photo's own label ------------------------------------------------------------
+
+
+def test_every_group_speaks_chinese() -> None:
+    names = {s.id: s.label("zh") for g in service.groups().values() for s in g.species}
+    assert names["african_elephant"] == "非洲象" and names["asian_elephant"] == "亚洲象"
+    assert (names["hammerhead"], names["great_white_shark"], names["tiger_shark"]) == ("锤头鲨", "大白鲨", "虎鲨")
+    for group in service.groups().values():
+        assert group.text("title", "zh") != group.title and group.text("intro", "zh") != group.intro
+        assert bool(group.text("caveat", "zh")) == bool(group.caveat)
+        for s in group.species:
+            assert s.label("zh") != s.name and len(s.trait_list("zh")) == len(s.traits)
+    assert service.group_choices("zh")[0][0] in {"大象", "鲨鱼", "蝴蝶"}
+
+
+def test_photo_note_says_when_the_model_is_wrong_within_the_group() -> None:
+    group = service.get_group("elephants")
+    predictions = [(385, "Indian elephant", 0.738), (101, "tusker", 0.092), (386, "African elephant", 0.046)]
+    assert service.photo_note(group, "african_elephant", predictions) == (
+        "This gallery photo shows an African elephant. "
+        "The model is wrong here: it says Asian elephant (73.8%), not African elephant."
+    )
+    assert service.photo_note(group, "asian_elephant", predictions) == (
+        "This gallery photo shows an Asian elephant. The model agrees."
+    )
+    assert service.photo_note(group, "tusker", predictions, "zh") == (
+        "这张图库照片是长牙象。模型在这里错了：它认为是亚洲象（73.8%），而不是长牙象。"
+    )
+    assert service.photo_note(group, None, predictions) == ""
+    cat = [(285, "Egyptian cat", 0.7), *predictions]
+    assert service.photo_note(group, "tusker", cat) == "This gallery photo shows a tusker."  # the note says the rest

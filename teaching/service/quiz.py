@@ -78,6 +78,16 @@ def quiz_next(state: dict[str, Any] | None, now: float | None = None) -> QuizSte
     return _step(quiz_advance(_load(state), now))
 
 
+def quiz_resume(state: dict[str, Any] | None) -> QuizStep:
+    """Where a saved quiz stands (after a page reload): its current photo, or the next one after a feedback."""
+    quiz = _load(state)
+    if quiz.feedback_at is not None:
+        if can_advance(quiz):
+            return _step(quiz_advance(quiz))
+        return _step(quiz, answered=True)
+    return _step(quiz)
+
+
 def _load(state: dict[str, Any] | None) -> QuizState:
     """The quiz of a state sent back by the page, refused when it names photos outside the group's gallery."""
     if not state:
