@@ -27,6 +27,7 @@ CACHE_SWEEP = (1800, 4 * 3600)  # every 30 minutes, delete cached files older th
 # the gradio[mcp] extra (requirements.txt) is installed
 MCP = importlib.util.find_spec("mcp") is not None
 TICK_S = 0.5  # how often the quiz checks whether Next may be enabled
+ERROR_S = 8  # seconds a message toast stays, so that it does not linger over another tab
 I18N = gr.I18n(**app_page.translations())
 T = I18N  # T("key"): a string of the page, translated in the browser (English or Simplified Chinese)
 
@@ -39,7 +40,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except TeachingError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(str(exc), duration=ERROR_S, print_exception=False) from None
 
     return wrapper
 
@@ -216,7 +217,11 @@ def _explore_tab(
             photo = _photo_input(T("photo"), "photo")
             with gr.Row():
                 method = gr.Dropdown(
-                    service.method_choices(service.EXPLORE_METHODS), value="gradcam", label=T("method"), min_width=160
+                    service.method_choices(service.EXPLORE_METHODS),
+                    value="gradcam",
+                    label=T("method"),
+                    min_width=160,
+                    elem_id="method",
                 )
                 backbone = gr.Dropdown(
                     backbones, value=service.DEFAULT_BACKBONE, label=T("model"), min_width=200, elem_id="model"
@@ -234,7 +239,7 @@ def _explore_tab(
             )
             missing = gr.Markdown(elem_classes="note", elem_id="missing")
             with gr.Accordion(T("credits"), open=False):
-                credits = gr.Markdown(elem_classes="note")
+                credits = gr.Markdown(elem_classes="note", elem_id="credits")
         with gr.Column(scale=3, min_width=300):
             note = gr.Markdown(elem_id="note")
             cards = gr.HTML(elem_id="cards")
@@ -365,7 +370,7 @@ def build_demo() -> gr.Blocks:
                 label=T("language"),
                 elem_id="lang",
                 scale=0,
-                min_width=180,
+                min_width=240,
             )
         gr.Markdown(T("intro"))
         with gr.Tab(T("explore"), id="explore"):

@@ -50,6 +50,9 @@ CSS = """
 body, .gradio-container { overflow-x: hidden; }
 .gradio-container { max-width: 100% !important; }
 ol li, .note li { overflow-wrap: anywhere; }
+#credits ol { padding-left: 2.6em; list-style-position: outside; }
+#lang .wrap { flex-wrap: nowrap; }
+#model input, #model .wrap { min-width: 0; text-overflow: ellipsis; }
 """
 
 
