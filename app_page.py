@@ -50,6 +50,11 @@ CSS = """
 body, .gradio-container { overflow-x: hidden; }
 .gradio-container { max-width: 100% !important; }
 ol li, .note li { overflow-wrap: anywhere; }
+@media (max-width: 700px) {  /* on a phone the Compare matrix keeps a readable size and scrolls in its own box */
+  #matrix { overflow-x: auto; }
+  #matrix * { overflow: visible; justify-content: flex-start !important; align-items: flex-start !important; }
+  #matrix img { width: 900px; min-width: 900px; max-width: none; height: auto; max-height: none; }
+}
 #credits ol { padding-left: 2.6em; list-style-position: outside; }
 #lang .wrap { flex-wrap: nowrap; }
 #model input, #model .wrap { min-width: 0; text-overflow: ellipsis; }
@@ -176,7 +181,7 @@ def list_groups() -> list[dict[str, Any]]:
 
     Returns:
         One dict per group: "id" (pass it to /explore as group_id), "title", "intro", and "species", a list of
-        {"id", "name", "imagenet_name", "traits"} (the trait sentences a learner can check on a photo).
+        {"id", "name", "traits"} (the trait sentences a learner can check on a photo).
     """
     return [
         {

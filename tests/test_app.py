@@ -70,6 +70,15 @@ def test_groups_for_assistants(client: Client) -> None:
     assert elephants["species"][0]["traits"][0].startswith("Huge ears")
 
 
+def test_tools_for_assistants(client: Client) -> None:
+    """With the gradio[mcp] extra installed the app is an MCP server: "explain this photo" and "list the groups"."""
+    pytest.importorskip("mcp")
+    tools = {t["name"]: t["description"] for t in httpx.get(f"{client.src}gradio_api/mcp/schema", timeout=30).json()}
+    assert {"explore", "list_groups"} <= set(tools)
+    assert "one English sentence on what the model says" in tools["explore"]
+    assert '"id" (pass it to /explore as group_id)' in tools["list_groups"]
+
+
 def test_the_page_clears_the_result_on_a_bad_upload(fixtures_dir: Path, tmp_path: Path) -> None:
     """A bad photo gives empty cards, an empty top-5 and one message; no exception (no error badges)."""
     text = tmp_path / "notes.png"
