@@ -144,30 +144,38 @@ def explore(
     predictions = plain.top(TOP_N)
     note, trusted = explore_note(group, predictions, lang)
     group_probs = {s.id: float(plain.probs[s.imagenet_index]) for s in group.species}
-    rows = (say("row_plain", lang, method=label(method)), say("row_contrast", lang, method=label(second)))
+    empty = [float(raw.max()) <= 0 for raw in contrast.raw_maps]
+
+    def texts(lng: str) -> tuple[tuple[str, str], list[SpeciesCard]]:
+        rows = (say("row_plain", lng, method=label(method)), say("row_contrast", lng, method=label(second)))
+        cards = [
+            SpeciesCard(
+                s.id,
+                s.label(lng),
+                plain.class_names[i],
+                group_probs[s.id],
+                plain_maps[i],
+                contrast_maps[i],
+                s.trait_list(lng),
+                say("nothing_for", lng, name=s.label(lng)) if empty[i] else "",
+            )
+            for i, s in enumerate(group.species)
+        ]
+        return rows, cards
+
     plain_maps, contrast_maps = _overlays(plain, CELL), _overlays(contrast, CELL)
-    cards = [
-        SpeciesCard(
-            s.id,
-            s.label(lang),
-            plain.class_names[i],
-            group_probs[s.id],
-            plain_maps[i],
-            contrast_maps[i],
-            s.trait_list(lang),
-            say("nothing_for", lang, name=s.label(lang)) if float(contrast.raw_maps[i].max()) <= 0 else "",
-        )
-        for i, s in enumerate(group.species)
-    ]
+    rows, cards = texts(lang)
+    # the PNG grid (slides, the CLI) is drawn in English: PIL's built-in font has no Chinese glyphs
+    grid_rows, grid_cards = texts("en") if lang != "en" else (rows, cards)
     top = make_grid(
         [plain_maps],
-        row_labels=[rows[0]],
-        col_labels=[f"{c.name}\n{percent(c.probability)}" for c in cards],
+        row_labels=[grid_rows[0]],
+        col_labels=[f"{c.name}\n{percent(c.probability)}" for c in grid_cards],
         cell_size=CELL,
-        title=note,
+        title=explore_note(group, predictions)[0],
     )
-    captions = ["\n".join(([c.empty] if c.empty else []) + [f"- {t}" for t in c.traits]) for c in cards]
-    bottom = make_grid([contrast_maps], captions=[captions], row_labels=[rows[1]], cell_size=CELL)
+    captions = ["\n".join(([c.empty] if c.empty else []) + [f"- {t}" for t in c.traits]) for c in grid_cards]
+    bottom = make_grid([contrast_maps], captions=[captions], row_labels=[grid_rows[1]], cell_size=CELL)
     grid = _stack(top, bottom)
     steps.done()
     return ExploreResult(
