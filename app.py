@@ -162,21 +162,21 @@ def _quiz_outputs(step: service.QuizStep) -> tuple[Any, ...]:
 
 
 @_user_errors
-def start_quiz(group_id: str, n_teach: float, n_test: float) -> tuple[Any, ...]:
+def start_quiz(group_id: str, n_teach: float, n_test: float, lang: str = "en") -> tuple[Any, ...]:
     """A new quiz over the gallery photos of the group."""
-    return _quiz_outputs(service.start_quiz(group_id, int(n_teach), int(n_test)))
+    return _quiz_outputs(service.start_quiz(group_id, int(n_teach), int(n_test), lang=lang))
 
 
 @_user_errors
-def quiz_answer(state: dict[str, Any] | None, species_id: str | None) -> tuple[Any, ...]:
+def quiz_answer(state: dict[str, Any] | None, species_id: str | None, lang: str = "en") -> tuple[Any, ...]:
     """Record the learner's guess."""
-    return _quiz_outputs(service.quiz_answer(state, species_id))
+    return _quiz_outputs(service.quiz_answer(state, species_id, lang=lang))
 
 
 @_user_errors
-def quiz_next(state: dict[str, Any] | None) -> tuple[Any, ...]:
+def quiz_next(state: dict[str, Any] | None, lang: str = "en") -> tuple[Any, ...]:
     """The next photo after the feedback."""
-    return _quiz_outputs(service.quiz_next(state))
+    return _quiz_outputs(service.quiz_next(state, lang=lang))
 
 
 def enable_next(state: dict[str, Any] | None) -> tuple[Any, Any]:
@@ -307,7 +307,9 @@ def _compare_tab(backbones: list[str]) -> None:
     _png_download(download, shown_matrix, download_file, "compare")
 
 
-def _quiz_tab(demo: gr.Blocks, groups: list[tuple[str, str]], first: str, saved: gr.BrowserState) -> gr.Dropdown:
+def _quiz_tab(
+    groups: list[tuple[str, str]], first: str, saved: gr.BrowserState, lang: gr.State
+) -> tuple[gr.Dropdown, list[Any]]:
     """The Quiz tab: a group and the numbers of photos; then photo, answer, feedback, Next, and the score.
 
     The quiz state is also kept in the browser (`saved`), so a reload in the middle of a quiz goes on where it was."""
@@ -342,12 +344,11 @@ def _quiz_tab(demo: gr.Blocks, groups: list[tuple[str, str]], first: str, saved:
 
     outputs = [state, status, photo, choice, answer, feedback, explanation, next_q, score, timer]
     keep = {"fn": app_page.keep_quiz, "inputs": [saved, state], "outputs": saved, "api_visibility": "private"}
-    start.click(start_quiz, [group, n_teach, n_test], outputs, api_name="start_quiz").success(**keep)
-    answer.click(quiz_answer, [state, choice], outputs, api_name="quiz_answer").success(**keep)
-    next_q.click(quiz_next, state, outputs, api_name="quiz_next").success(**keep)
+    start.click(start_quiz, [group, n_teach, n_test, lang], outputs, api_name="start_quiz").success(**keep)
+    answer.click(quiz_answer, [state, choice, lang], outputs, api_name="quiz_answer").success(**keep)
+    next_q.click(quiz_next, [state, lang], outputs, api_name="quiz_next").success(**keep)
     timer.tick(enable_next, state, [next_q, timer], api_visibility="private", show_progress="hidden")
-    demo.load(resume_quiz, saved, outputs, api_visibility="private", show_progress="hidden")
-    return group
+    return group, outputs
 
 
 def build_demo() -> gr.Blocks:
@@ -378,11 +379,13 @@ def build_demo() -> gr.Blocks:
         with gr.Tab(T("compare"), id="compare"):
             _compare_tab(backbones)
         with gr.Tab(T("quiz"), id="quiz"):
-            quiz_group = _quiz_tab(demo, groups, first, saved)
+            quiz_group, quiz_outputs = _quiz_tab(groups, first, saved, lang)
         group_outputs = [lang, switch, explore_group, quiz_group]
-        demo.load(page_language, [locale, saved], group_outputs, js=app_page.LOCALE_JS, api_visibility="private")
+        demo.load(page_language, [locale, saved], group_outputs, js=app_page.LOCALE_JS, api_visibility="private").then(
+            resume_quiz, [saved, lang], quiz_outputs, api_visibility="private", show_progress="hidden"
+        )
         gr.api(app_page.list_groups, api_name="groups")
-        switch.input(None, switch, None, js=app_page.SWITCH_JS, api_visibility="private")
+        switch.input(page_language, [switch, saved], group_outputs, js=app_page.SWITCH_JS, api_visibility="private")
         for dropdown in (explore_group, quiz_group):
             dropdown.input(app_page.keep_group, [saved, dropdown], saved, api_visibility="private")
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=server.CONCURRENCY)
@@ -398,13 +401,13 @@ def page_language(locale: str, saved: dict[str, Any] | None) -> tuple[Any, ...]:
     return lang, lang, gr.Dropdown(choices=choices, value=value), gr.Dropdown(choices=choices, value=value)
 
 
-def resume_quiz(saved: dict[str, Any] | None) -> tuple[Any, ...]:
+def resume_quiz(saved: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
     """After a reload, the quiz kept in the browser where it was; nothing when there is none (or it is damaged)."""
     state = (saved or {}).get("quiz")
     if not state:
         return tuple(gr.skip() for _ in range(10))
     try:
-        return _quiz_outputs(service.quiz_resume(state))
+        return _quiz_outputs(service.quiz_resume(state, lang))
     except TeachingError:
         return tuple(gr.skip() for _ in range(10))
 
@@ -416,7 +419,6 @@ def launch_options() -> dict[str, Any]:
         "allowed_paths": [str(p) for p in service.photo_dirs()],
         "theme": gr.themes.Soft(),
         "css": app_page.CSS,
-        "head": app_page.HEAD,
         "i18n": I18N,
         "mcp_server": MCP,
         "ssr_mode": False,

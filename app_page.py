@@ -14,20 +14,17 @@ from PIL import Image
 from teaching import service
 
 LANG_KEY = "teaching-lang"  # localStorage key of the language chosen in the page (read before Gradio starts)
-# Before Gradio reads the browser's locale: a language chosen in the page wins over the browser's own.
-HEAD = (
-    "<script>try{const l=localStorage.getItem('" + LANG_KEY + "');"
-    "if(l){Object.defineProperty(navigator,'language',{get:()=>l});"
-    "Object.defineProperty(navigator,'languages',{get:()=>[l]});}}catch(e){}</script>"
-)
-# The page's switch stores the choice and reloads, so that every label follows it.
+# The page's switch stores the choice in the browser; the sentences, names and traits follow it at once.
 SWITCH_JS = (
-    "(lang) => { try { localStorage.setItem('"
+    "(lang, saved) => { try { localStorage.setItem('"
     + LANG_KEY
     + "', lang === 'zh' ? 'zh-CN' : 'en-US'); } "
-    + ("catch (e) {} location.reload(); return lang; }")
+    + ("catch (e) {} return [lang, saved]; }")
 )
-LOCALE_JS = "(locale, saved) => [navigator.language || 'en', saved]"
+LOCALE_JS = (
+    "(locale, saved) => { let l = null; try { l = localStorage.getItem('" + LANG_KEY + "'); } catch (e) {} "
+    "return [l || navigator.language || 'en', saved]; }"
+)
 
 CSS = """
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 240px), 1fr)); gap: 12px; }

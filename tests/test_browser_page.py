@@ -168,3 +168,20 @@ def test_reload_in_the_middle_of_a_quiz(browser: Any, url: str, screenshots: Pat
         page.screenshot(path=screenshots / "quiz-after-reload-390.png", full_page=True)
     finally:
         page.context.close()
+
+
+def test_the_language_switch(browser: Any, url: str, fixtures_dir: Path) -> None:
+    """The switch turns the sentences, names and traits to Chinese (the labels follow the browser's locale)."""
+    from playwright.sync_api import expect
+
+    page = open_page(browser, url, "en-US", 390)
+    try:
+        page.get_by_role("radio", name="中文").check()
+        expect(page.locator("#lang input[value=zh]")).to_be_checked()
+        explain_upload(page, fixtures_dir / ELEPHANT)
+        expect(page.locator("#cards .card h3").nth(1)).to_contain_text("亚洲象")
+        page.reload()  # the choice is kept in the browser
+        expect(page.locator("#lang input[value=zh]")).to_be_checked()
+        assert no_sideways_scroll(page)
+    finally:
+        page.context.close()

@@ -468,3 +468,13 @@ def test_photo_note_says_when_the_model_is_wrong_within_the_group() -> None:
     assert service.photo_note(group, None, predictions) == ""
     cat = [(285, "Egyptian cat", 0.7), *predictions]
     assert service.photo_note(group, "tusker", cat) == "This gallery photo shows a tusker."  # the note says the rest
+
+
+def test_a_quiz_in_chinese(local_gallery: Path) -> None:
+    step = service.start_quiz("elephants", 1, 1, lang="zh")
+    assert step.progress == "教学：第 1 张，共 1 张"
+    assert [name for name, _ in step.choices] == ["非洲象", "亚洲象", "长牙象"]
+    step = service.quiz_answer(step.state, "tusker", now=0.0, lang="zh")
+    assert step.feedback is not None and step.feedback.startswith(("### 答对了，这是长牙象。", "### 答错了，这是"))
+    assert "模型给" in step.feedback and "- " in step.feedback
+    assert service.gallery("elephants", "zh").photos[0][1].startswith("非洲象. ")

@@ -38,7 +38,7 @@ def gallery(group_id: str, lang: str = "en") -> GalleryView:
     The reasons of missing photos are written once per group and reason to the server log (`logging`, with the
     count of photos); `short` is the one line a page shows, in `lang`."""
     group = get_group(group_id)
-    names = {s.id: s.name for s in group.species}
+    names = {s.id: s.label(lang) for s in group.species}
     photos, links, lines, species = [], [], [], []
     missing: dict[str, list[str]] = {}  # reason -> species names, one entry per missing photo
     for item in gallery_photos(group):

@@ -42,6 +42,32 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "{count} gallery photos cannot be shown (not downloaded). Uploads always work.",
         "zh": "有 {count} 张图库照片无法显示（未下载）。上传照片始终可用。",
     },
+    "quiz_correct": {"en": "Correct, it is {a_true}.", "zh": "答对了，这是{true}。"},
+    "quiz_wrong": {
+        "en": "Wrong, it is {a_true} (your answer: {a_guess}).",
+        "zh": "答错了，这是{true}（你的答案：{guess}）。",
+    },
+    "quiz_caption": {
+        "en": "The highlight shows what makes this {a_true} rather than {rather}.",
+        "zh": "高亮部分显示了为什么这是{true}而不是{rather}。",
+    },
+    "quiz_model": {"en": "The model gives {true} {p}.", "zh": "模型给{true}的概率是 {p}。"},
+    "quiz_model_other": {
+        "en": " It would itself say {other} ({p}) here, so read the highlight with care.",
+        "zh": "模型自己会认为这是{other}（{p}），所以请谨慎看待高亮部分。",
+    },
+    "quiz_teach": {"en": "Teaching: photo {i} of {n}", "zh": "教学：第 {i} 张，共 {n} 张"},
+    "quiz_test": {"en": "Test (no feedback): photo {i} of {n}", "zh": "测试（无反馈）：第 {i} 张，共 {n} 张"},
+    "quiz_done": {"en": "Finished", "zh": "完成"},
+    "quiz_score": {"en": "Your score: {right} of {n} ({acc})", "zh": "你的得分：{n} 张中答对 {right} 张（{acc}）"},
+    "quiz_chance": {"en": "Guessing at random would give {chance}.", "zh": "随机猜测的正确率是 {chance}。"},
+    "quiz_table": {"en": "| species | right |", "zh": "| 物种 | 答对 |"},
+    "quiz_row": {"en": "{right} of {shown}", "zh": "{shown} 张中 {right} 张"},
+    "quiz_confusion": {"en": "You took {a_true} for {a_guess} {times}.", "zh": "你把{true}认成了{guess}，{times}。"},
+    "quiz_once": {"en": "once", "zh": "1 次"},
+    "quiz_times": {"en": "{n} times", "zh": "{n} 次"},
+    "quiz_none": {"en": "No confusions: every test photo was right.", "zh": "没有混淆：每张测试照片都答对了。"},
+    "quiz_or": {"en": " or ", "zh": "或"},
 }
 
 
