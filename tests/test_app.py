@@ -34,7 +34,15 @@ def client(fixtures_dir: Path) -> Iterator[Client]:
 
 def test_named_endpoints(client: Client) -> None:
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {"/explore", "/gallery", "/compare", "/start_quiz", "/quiz_answer", "/quiz_next"}
+    assert set(endpoints) == {
+        "/explore",
+        "/gallery",
+        "/groups",
+        "/compare",
+        "/start_quiz",
+        "/quiz_answer",
+        "/quiz_next",
+    }
     params = [p["parameter_name"] for p in endpoints["/explore"]["parameters"]]
     assert params == ["image", "group_id", "method", "backbone"]
     assert [p["parameter_has_default"] for p in endpoints["/explore"]["parameters"]] == [False, True, True, True]
@@ -54,6 +62,49 @@ def test_explore_returns_the_grid_and_the_predictions(client: Client, fixtures_d
     assert note == "The model says African elephant (90.6%)."
 
 
+def test_groups_for_assistants(client: Client) -> None:
+    groups = client.predict(api_name="/groups")
+    assert [g["id"] for g in groups] == list(service.groups())
+    elephants = groups[[g["id"] for g in groups].index("elephants")]
+    assert [s["name"] for s in elephants["species"]] == ["African elephant", "Asian elephant", "tusker"]
+    assert elephants["species"][0]["traits"][0].startswith("Huge ears")
+
+
+def test_tools_for_assistants(client: Client) -> None:
+    """With the gradio[mcp] extra installed the app is an MCP server: "explain this photo" and "list the groups"."""
+    pytest.importorskip("mcp")
+    tools = {t["name"]: t["description"] for t in httpx.get(f"{client.src}gradio_api/mcp/schema", timeout=30).json()}
+    assert {"explore", "list_groups"} <= set(tools)
+    assert "one English sentence on what the model says" in tools["explore"]
+    assert '"id" (pass it to /explore as group_id)' in tools["list_groups"]
+
+
+def test_the_page_clears_the_result_on_a_bad_upload(fixtures_dir: Path, tmp_path: Path) -> None:
+    """A bad photo gives empty cards, an empty top-5 and one message; no exception (no error badges)."""
+    upload = Path(gr.utils.get_upload_folder()) / f"test-{tmp_path.name}"  # where Gradio keeps uploads
+    upload.mkdir(parents=True, exist_ok=True)
+    text = upload / "notes.png"
+    text.write_text("these are not pixels\n")
+    cards, top5, note, grid = app.explore_page(
+        {"path": str(text)}, "elephants", "gradcam", "efficientnet_lite0", "en", None, lambda *a, **k: None
+    )
+    assert (cards, top5.value, grid) == ("", {}, None)  # an empty Label
+    assert note == "**notes.png: not an image file (JPEG, PNG, WebP, GIF, BMP or TIFF expected)**"
+
+
+def test_the_page_in_chinese_names_the_species_and_the_photo(fixtures_dir: Path) -> None:
+    photo = {"path": str(fixtures_dir / AFRICAN)}
+    cards, top5, note, grid = app.explore_page(
+        photo, "elephants", "gradcam", "efficientnet_lite0", "zh", "african_elephant", lambda *a, **k: None
+    )
+    assert note == "模型认为这是非洲象（90.6%）。"
+    assert "这张图库照片是非洲象。模型的判断正确。" in cards
+    assert cards.count('class="card"') == 3 and "亚洲象" in cards and "长牙象" in cards
+    assert "耳朵巨大，形状大致像非洲地图，一直垂到脖子以下。" in cards  # the traits are text, not pixels
+    assert list(top5)[:2] == ["非洲象 (African elephant)", "亚洲象 (Indian elephant)"]
+    assert grid.size[0] > 3 * service.CELL  # the PNG grid for the download stays
+
+
 def test_every_group_loads(client: Client) -> None:
     for group_id, group in service.groups().items():
         photos, credits, missing = client.predict(group_id, api_name="/gallery")
@@ -66,7 +117,9 @@ def test_every_group_loads(client: Client) -> None:
 
 
 def test_bad_uploads_give_a_short_error_and_the_app_goes_on(client: Client, fixtures_dir: Path, tmp_path: Path) -> None:
-    text = tmp_path / "notes.png"
+    upload = Path(gr.utils.get_upload_folder()) / f"test-{tmp_path.name}"  # where Gradio keeps uploads
+    upload.mkdir(parents=True, exist_ok=True)
+    text = upload / "notes.png"
     text.write_text("these are not pixels\n")
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")

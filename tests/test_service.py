@@ -80,7 +80,17 @@ def test_explore_african_elephant(african: service.ExploreResult) -> None:
     assert african.note == "The model says African elephant (90.6%)."
     assert african.group_probs["african_elephant"] == pytest.approx(african.predictions[0][2])
     assert set(african.group_probs) == {"african_elephant", "asian_elephant", "tusker"}
-    assert list(african.labels) == [name for _, name, _ in african.predictions]
+    # the group's names first, ImageNet's in brackets where they differ (one name per species on the page)
+    assert list(african.labels) == [
+        "African elephant",
+        "Asian elephant (Indian elephant)",
+        "water buffalo",
+        "tusker",
+        "ram",
+    ]
+    assert [c.name for c in african.cards] == ["African elephant", "Asian elephant", "tusker"]
+    assert [c.imagenet_name for c in african.cards] == ["African elephant", "Indian elephant", "tusker"]
+    assert african.cards[0].traits[0].startswith("Huge ears") and african.cards[0].plain.size == (service.CELL,) * 2
 
 
 def test_explore_rows_are_plain_then_contrastive(african: service.ExploreResult) -> None:
@@ -448,3 +458,46 @@ def test_no_network_is_one_short_line_and_the_details_go_to_the_log(
     with pytest.raises(QuizError) as info:
         service.start_quiz("sharks")
     assert str(info.value) == service.NO_NETWORK
+
+
+# --- the page's languages and the photo's own label ------------------------------------------------------------
+
+
+def test_every_group_speaks_chinese() -> None:
+    names = {s.id: s.label("zh") for g in service.groups().values() for s in g.species}
+    assert names["african_elephant"] == "非洲象" and names["asian_elephant"] == "亚洲象"
+    assert (names["hammerhead"], names["great_white_shark"], names["tiger_shark"]) == ("锤头鲨", "大白鲨", "虎鲨")
+    for group in service.groups().values():
+        assert group.text("title", "zh") != group.title and group.text("intro", "zh") != group.intro
+        assert bool(group.text("caveat", "zh")) == bool(group.caveat)
+        for s in group.species:
+            assert s.label("zh") != s.name and len(s.trait_list("zh")) == len(s.traits)
+    assert service.group_choices("zh")[0][0] in {"大象", "鲨鱼", "蝴蝶"}
+
+
+def test_photo_note_says_when_the_model_is_wrong_within_the_group() -> None:
+    group = service.get_group("elephants")
+    predictions = [(385, "Indian elephant", 0.738), (101, "tusker", 0.092), (386, "African elephant", 0.046)]
+    assert service.photo_note(group, "african_elephant", predictions) == (
+        "This gallery photo shows an African elephant. "
+        "The model is wrong here: it says Asian elephant (73.8%), not African elephant."
+    )
+    assert service.photo_note(group, "asian_elephant", predictions) == (
+        "This gallery photo shows an Asian elephant. The model agrees."
+    )
+    assert service.photo_note(group, "tusker", predictions, "zh") == (
+        "这张图库照片是长牙象。模型在这里错了：它认为是亚洲象（73.8%），而不是长牙象。"
+    )
+    assert service.photo_note(group, None, predictions) == ""
+    cat = [(285, "Egyptian cat", 0.7), *predictions]
+    assert service.photo_note(group, "tusker", cat) == "This gallery photo shows a tusker."  # the note says the rest
+
+
+def test_a_quiz_in_chinese(local_gallery: Path) -> None:
+    step = service.start_quiz("elephants", 1, 1, lang="zh")
+    assert step.progress == "教学：第 1 张，共 1 张"
+    assert [name for name, _ in step.choices] == ["非洲象", "亚洲象", "长牙象"]
+    step = service.quiz_answer(step.state, "tusker", now=0.0, lang="zh")
+    assert step.feedback is not None and step.feedback.startswith(("### 答对了，这是长牙象。", "### 答错了，这是"))
+    assert "模型给" in step.feedback and "- " in step.feedback
+    assert service.gallery("elephants", "zh").photos[0][1].startswith("非洲象. ")

@@ -68,6 +68,16 @@ class Species:
     fixture_folder: str  # folder name under a local photo folder such as fixtures/species
     photos: tuple[Photo, ...] = ()
     commons_categories: tuple[str, ...] = ()  # Wikimedia Commons categories whose free photos join the gallery
+    name_zh: str = ""  # Simplified Chinese name ("" falls back to `name`)
+    traits_zh: tuple[str, ...] = ()  # the traits in Simplified Chinese, same order (empty falls back to `traits`)
+
+    def label(self, lang: str = "en") -> str:
+        """The display name in a language ("en" or "zh")."""
+        return self.name_zh if lang == "zh" and self.name_zh else self.name
+
+    def trait_list(self, lang: str = "en") -> tuple[str, ...]:
+        """The trait sentences in a language ("en" or "zh")."""
+        return self.traits_zh if lang == "zh" and self.traits_zh else self.traits
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,14 @@ class Group:
     intro: str
     species: tuple[Species, ...]
     caveat: str = ""  # what the maps cannot be trusted to show for this group (measured), shown with every map
+    title_zh: str = ""  # the Simplified Chinese texts ("" falls back to the English ones)
+    intro_zh: str = ""
+    caveat_zh: str = ""
+
+    def text(self, field: str, lang: str = "en") -> str:
+        """`title`, `intro` or `caveat` in a language ("en" or "zh")."""
+        english = str(getattr(self, field))
+        return (str(getattr(self, f"{field}_zh")) or english) if lang == "zh" else english
 
     @property
     def class_indices(self) -> tuple[int, ...]:
@@ -169,7 +187,21 @@ def _species(table: Mapping[str, Any], base: Path, where: str) -> Species:
     categories = _get(table, "commons_categories", list, where, [])
     if not all(isinstance(c, str) and c.strip() for c in categories):
         raise GalleryError(f"{where}: commons_categories must be a list of category names")
-    return Species(species_id, name, index, tuple(traits), folder, photos, tuple(c.strip() for c in categories))
+    traits_zh = _get(table, "traits_zh", list, where, [])
+    if traits_zh and (len(traits_zh) != len(traits) or not all(isinstance(t, str) and t.strip() for t in traits_zh)):
+        raise GalleryError(f"{where}: traits_zh must translate the {len(traits)} traits, got {len(traits_zh)}")
+    name_zh = _get(table, "name_zh", str, where, "")
+    return Species(
+        species_id,
+        name,
+        index,
+        tuple(traits),
+        folder,
+        photos,
+        tuple(c.strip() for c in categories),
+        name_zh,
+        tuple(traits_zh),
+    )
 
 
 def load_group(path: Path) -> Group:
@@ -190,7 +222,8 @@ def load_group(path: Path) -> Group:
             raise GalleryError(f"{where}: species {attr} {duplicates[0]} appears twice")
     title, intro = _get(data, "title", str, where), _get(data, "intro", str, where)
     caveat = _get(data, "caveat", str, where, default="")
-    return Group(_get(data, "id", str, where), title, intro, species, caveat)
+    zh = {f"{key}_zh": _get(data, f"{key}_zh", str, where, "") for key in ("title", "intro", "caveat")}
+    return Group(_get(data, "id", str, where), title, intro, species, caveat, **zh)
 
 
 def load_groups(directory: Path | None = None) -> dict[str, Group]:

@@ -34,13 +34,21 @@ from teaching.service.catalog import (
     weights_available,
 )
 from teaching.service.compare import COMPARE_CELL, SANITY_NOTE, CompareResult, Progress, compare
-from teaching.service.explore import CELL, TOP_N, ExploreResult, explore, explore_note
+from teaching.service.explore import CELL, TOP_N, ExploreResult, SpeciesCard, explore, explore_note, photo_note
 from teaching.service.files import save_jpeg, save_png
 from teaching.service.gallery import GalleryView, download_galleries_in_background, gallery, gallery_notes, photo_dirs
 from teaching.service.groups import default_group, get_group, group_choices, groups
 from teaching.service.photos import MAX_UPLOAD_BYTES, NOT_AVAILABLE, allowed_photo, read_photo
-from teaching.service.quiz import QuizStep, quiz_answer, quiz_can_advance, quiz_next, quiz_plan, start_quiz
-from teaching.service.text import NO_NETWORK
+from teaching.service.quiz import (
+    QuizStep,
+    quiz_answer,
+    quiz_can_advance,
+    quiz_next,
+    quiz_plan,
+    quiz_resume,
+    start_quiz,
+)
+from teaching.service.text import LANGS, NO_NETWORK, check_lang, percent
 
 __all__ = [
     "CELL",
@@ -56,11 +64,14 @@ __all__ = [
     "CompareResult",
     "ExploreResult",
     "GalleryView",
+    "LANGS",
     "Progress",
     "QuizStep",
     "allowed_photo",
+    "SpeciesCard",
     "available_backbones",
     "available_methods",
+    "check_lang",
     "compare",
     "default_compare_backbones",
     "default_compare_methods",
@@ -74,11 +85,14 @@ __all__ = [
     "group_choices",
     "groups",
     "method_choices",
+    "percent",
+    "photo_note",
     "photo_dirs",
     "quiz_answer",
     "quiz_can_advance",
     "quiz_next",
     "quiz_plan",
+    "quiz_resume",
     "read_photo",
     "save_jpeg",
     "save_png",

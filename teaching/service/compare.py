@@ -124,7 +124,8 @@ def compare(
     row_labels = []
     for b in backbones:
         top = classes.get(b)
-        row_labels.append(f"{b}: {top[1]} ({percent(top[2])})" if top else b)
+        name = b.replace("_", "_\n")  # a long model name breaks after its underscore, never inside a word
+        row_labels.append(f"{name}:\n{top[1]} ({percent(top[2])})" if top else name)
     col_labels = ["what the model sees"] + [
         label(m) + (" (fails the sanity check)" if METHODS[m].fails_sanity else "") for m in methods
     ]

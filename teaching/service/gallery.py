@@ -9,16 +9,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from teaching.errors import TeachingError
 from teaching.galleries import default_cache_dir, download_gallery, gallery_photos
 from teaching.pool import group_pool, verdict_note
 from teaching.service.groups import get_group, groups
-from teaching.service.text import NO_NETWORK, download_failed
+from teaching.service.text import NO_NETWORK, download_failed, say
 
 log = logging.getLogger(__name__)
+_logged: set[tuple[str, str]] = set()  # (group, reason) already written to the server log
 
 
 @dataclass
@@ -29,32 +30,42 @@ class GalleryView:
     links: list[str]  # the credit's link of each photo ("" when none), same order
     credits: str  # Markdown list: one credit line per photo, with its link
     missing: str  # one sentence on the photos that are not available ("" when none)
+    species: list[str] = field(default_factory=list)  # the species id of each photo, same order
+    short: str = ""  # one short line for the page on what is missing ("" when none); the reasons go to the log
 
 
-def gallery(group_id: str) -> GalleryView:
-    """The gallery of a group: local photos (TEACHING_GALLERY_DIR) or the download cache, with credits."""
+def gallery(group_id: str, lang: str = "en") -> GalleryView:
+    """The gallery of a group: local photos (TEACHING_GALLERY_DIR) or the download cache, with credits.
+
+    The reasons of missing photos are written once per group and reason to the server log (`logging`, with the
+    count of photos); `short` is the one line a page shows, in `lang`."""
     group = get_group(group_id)
-    names = {s.id: s.name for s in group.species}
-    photos, links, lines = [], [], []
+    names = {s.id: s.label(lang) for s in group.species}
+    photos, links, lines, species = [], [], [], []
     missing: dict[str, list[str]] = {}  # reason -> species names, one entry per missing photo
     for item in gallery_photos(group):
         if item.path is None:
             missing.setdefault(str(item.missing), []).append(names[item.species_id])
             continue
         photos.append((item.path, f"{names[item.species_id]}. {item.credit}"))
+        species.append(item.species_id)
         links.append(item.link)
         credit = f"[{item.credit}]({item.link})" if item.link else item.credit
         lines.append(f"{len(photos)}. {names[item.species_id]}: {credit}")
-    text = ""
+    text = short = ""
+    for reason, who in missing.items():
+        if (group.id, reason) not in _logged:
+            _logged.add((group.id, reason))
+            log.warning("gallery %s: %d photo(s) missing: %s", group.id, len(who), reason)
     if download_failed(list(missing)):
-        log.warning("gallery %s: %s", group_id, "; ".join(f"{', '.join(v)}: {k}" for k, v in missing.items()))
-        text = NO_NETWORK
+        text = short = NO_NETWORK
     elif missing:
+        short = say("missing_photos", lang, count=sum(len(v) for v in missing.values()))
         count = sum(len(v) for v in missing.values())
         reasons = [f"{', '.join(dict.fromkeys(species))}: {reason}" for reason, species in missing.items()]
         text = f"{count} photo{'s' if count > 1 else ''} of this group cannot be shown. " + "; ".join(reasons)
         text += ". Uploads always work."
-    return GalleryView(photos, links, "\n".join(lines), text)
+    return GalleryView(photos, links, "\n".join(lines), text, species, short)
 
 
 def download_galleries_in_background() -> threading.Thread | None:

@@ -24,9 +24,9 @@ def get_group(group_id: str) -> Group:
     return known[group_id]
 
 
-def group_choices() -> list[tuple[str, str]]:
-    """(title, id) of every group, for a dropdown."""
-    return [(g.title, g.id) for g in groups().values()]
+def group_choices(lang: str = "en") -> list[tuple[str, str]]:
+    """(title, id) of every group, for a dropdown; the titles in `lang` ("en" or "zh")."""
+    return [(g.text("title", lang), g.id) for g in groups().values()]
 
 
 def default_group() -> str:

@@ -39,7 +39,7 @@ from teaching.render import darken_outside, fit_image, make_grid, overlay
 from teaching.selection import STRATEGIES, learner_model, select
 from teaching.service.groups import get_group
 from teaching.service.photos import read_photo
-from teaching.service.text import NO_NETWORK, download_failed, percent
+from teaching.service.text import NO_NETWORK, a_name, check_lang, download_failed, percent, say
 
 STRATEGY = "random"  # among the photos the model gets right: STRICT and EXPLAIN did not beat it (docs/TEACHING.md)
 FEEDBACK_CELL = 320  # side of the photo in the feedback pictures (larger than a cell of the Explore grid)
@@ -64,7 +64,12 @@ class QuizStep:
 
 
 def start_quiz(
-    group_id: str, n_teach: int = 6, n_test: int = 6, seed: int | None = None, strategy: str = STRATEGY
+    group_id: str,
+    n_teach: int = 6,
+    n_test: int = 6,
+    seed: int | None = None,
+    strategy: str = STRATEGY,
+    lang: str = "en",
 ) -> QuizStep:
     """A new quiz over the gallery photos of a group.
 
@@ -72,6 +77,7 @@ def start_quiz(
     same test photos (and the same teaching sequence). Only photos the model gets right within the group teach
     (`teaching.pool`); the teaching photos are chosen by `strategy` ("explain", "strict" or "random",
     `teaching.selection`). `message` says how many photos the quiz will use when the group has fewer than asked.
+    `lang` ("en" or "zh") is the language of what the step shows, here and in the calls that follow.
     """
     group = get_group(group_id)
     if strategy not in STRATEGIES:
@@ -89,7 +95,7 @@ def start_quiz(
     config = QuizConfig(n_teach=n_teach, n_test=n_test, seed=seed)
     images_of = [(str(p.path), p.species_id) for p in pool]
     state = new_quiz(group, images_of, config, teachable, _chooser(group, by_path, strategy))
-    step = _step(state)
+    step = _step(state, lang=lang)
     step.seed = seed
     step.message = _plan_message(len(pool), len(teachable), n_teach, n_test, len(state.teach), len(state.test))
     return step
@@ -136,24 +142,26 @@ def quiz_plan(group_id: str, n_teach: int, n_test: int) -> str:
     return _plan_message(len(pool), n_right, n_teach, n_test, got_teach, got_test)
 
 
-def quiz_answer(state: dict[str, Any] | None, species_id: str | None, now: float | None = None) -> QuizStep:
+def quiz_answer(
+    state: dict[str, Any] | None, species_id: str | None, now: float | None = None, lang: str = "en"
+) -> QuizStep:
     """Record a guess: in the teaching phase the feedback and explanation, in the test phase the next photo.
 
     With no species chosen nothing changes: the same photo comes back with the message "choose a species first".
     """
     quiz = _load(state)
     if not species_id:
-        step = _step(quiz)
+        step = _step(quiz, lang=lang)
         step.message = "Choose a species first, then press Answer."
         return step
     question = current_question(quiz)
     quiz, feedback = answer(quiz, species_id, now)
     if feedback is None or question is None:
-        return _step(quiz)
-    text, image = _teach(quiz, Path(question.image), feedback)
+        return _step(quiz, lang=lang)
+    text, image = _teach(quiz, Path(question.image), feedback, lang)
     if now is None:
         quiz.feedback_at = time.time()  # the pause starts when the learner sees the feedback, not before
-    step = _step(quiz, answered=True, feedback=text, explanation=image)
+    step = _step(quiz, answered=True, feedback=text, explanation=image, lang=lang)
     step.guess = species_id
     return step
 
@@ -163,9 +171,19 @@ def quiz_can_advance(state: dict[str, Any] | None, now: float | None = None) -> 
     return state is not None and can_advance(_load(state), now)
 
 
-def quiz_next(state: dict[str, Any] | None, now: float | None = None) -> QuizStep:
+def quiz_next(state: dict[str, Any] | None, now: float | None = None, lang: str = "en") -> QuizStep:
     """Go on after the feedback: the next teaching photo, or the first test photo."""
-    return _step(quiz_advance(_load(state), now))
+    return _step(quiz_advance(_load(state), now), lang=lang)
+
+
+def quiz_resume(state: dict[str, Any] | None, lang: str = "en") -> QuizStep:
+    """Where a saved quiz stands (after a page reload): its current photo, or the next one after a feedback."""
+    quiz = _load(state)
+    if quiz.feedback_at is not None:
+        if can_advance(quiz):
+            return _step(quiz_advance(quiz), lang=lang)
+        return _step(quiz, answered=True, lang=lang)
+    return _step(quiz, lang=lang)
 
 
 def _load(state: dict[str, Any] | None) -> QuizState:
@@ -180,22 +198,36 @@ def _load(state: dict[str, Any] | None) -> QuizState:
 
 
 def _step(
-    quiz: QuizState, answered: bool = False, feedback: str | None = None, explanation: Image.Image | None = None
+    quiz: QuizState,
+    answered: bool = False,
+    feedback: str | None = None,
+    explanation: Image.Image | None = None,
+    lang: str = "en",
 ) -> QuizStep:
     """What the page shows for the quiz as it is now."""
-    choices = [(name, sid) for sid, name in quiz.names.items()]
+    lang = check_lang(lang)
+    names = _names(quiz, lang)
+    choices = [(name, sid) for sid, name in names.items()]
     question = current_question(quiz)
     if quiz.phase == "done" or question is None:
-        return QuizStep(quiz.to_dict(), "done", "Finished", None, choices, score=_score_text(quiz))
-    phase = "Teaching" if quiz.phase == "teach" else "Test (no feedback)"
+        done = say("quiz_done", lang)
+        return QuizStep(quiz.to_dict(), "done", done, None, choices, score=_score_text(quiz, lang))
     total = len(quiz.teach if quiz.phase == "teach" else quiz.test)
-    progress = f"{phase}: photo {quiz.index + 1} of {total}"
+    progress = say("quiz_teach" if quiz.phase == "teach" else "quiz_test", lang, i=quiz.index + 1, n=total)
     return QuizStep(
         quiz.to_dict(), quiz.phase, progress, Path(question.image), choices, answered, feedback, explanation
     )
 
 
-def _teach(quiz: QuizState, photo_path: Path, feedback: Feedback) -> tuple[str, Image.Image]:
+def _names(quiz: QuizState, lang: str) -> dict[str, str]:
+    """Species id -> name in `lang`: the group's Chinese names, or the names the quiz was started with."""
+    if lang == "en":
+        return dict(quiz.names)
+    group = get_group(quiz.group_id)
+    return {sid: group.species_by_id(sid).label(lang) for sid in quiz.names}
+
+
+def _teach(quiz: QuizState, photo_path: Path, feedback: Feedback, lang: str = "en") -> tuple[str, Image.Image]:
     """The feedback text and the contrastive map of the true species against the guess (or the others)."""
     group = get_group(quiz.group_id)
     true = group.species_by_id(feedback.explain_species_id)
@@ -214,38 +246,50 @@ def _teach(quiz: QuizState, photo_path: Path, feedback: Feedback) -> tuple[str, 
         cell_size=FEEDBACK_CELL,
     )
     top_index, top_name, top_p = e.top(1)[0]
-    model = f"The model gives {true.name} {percent(float(e.probs[true.imagenet_index]))}."
+    lang = check_lang(lang)
+    names = _names(quiz, lang)
+    if top_index in group.class_indices:  # one name per species: the group's, not ImageNet's
+        top_name = group.species_by_index(top_index).label(lang)
+    model = say("quiz_model", lang, true=true.label(lang), p=percent(float(e.probs[true.imagenet_index])))
     if top_index != true.imagenet_index:
-        model += f" It would itself say {top_name} ({percent(top_p)}) here, so read the highlight with care."
-    traits = "\n".join(f"- {t}" for t in feedback.traits)
-    caveat = f"\n\n*{group.caveat}*" if group.caveat else ""
-    text = f"### {feedback.message}\n\n{feedback.caption} {model}{caveat}\n\n**{true.name}:**\n{traits}"
+        model += say("quiz_model_other", lang, other=top_name, p=percent(top_p))
+    if lang == "en":
+        message, caption = feedback.message, feedback.caption
+    else:
+        key = "quiz_correct" if feedback.correct else "quiz_wrong"
+        message = say(key, lang, true=names[true.id], guess=names[feedback.guess_species_id], a_true="", a_guess="")
+        rather = say("quiz_or", lang).join(names[s] for s in feedback.contrast_species_ids)
+        caption = say("quiz_caption", lang, true=names[true.id], rather=rather, a_true="")
+    traits = "\n".join(f"- {t}" for t in true.trait_list(lang))
+    caveat = group.text("caveat", lang)
+    caveat = f"\n\n*{caveat}*" if caveat else ""
+    sep = "" if lang == "zh" else " "
+    text = f"### {message}\n\n{caption}{sep}{model}{caveat}\n\n**{true.label(lang)}:**\n{traits}"
     return text, image
 
 
-def _score_text(quiz: QuizState) -> str:
+def _score_text(quiz: QuizState, lang: str = "en") -> str:
     """The test result in Markdown: score against chance, per species, the confusions."""
     s = quiz_score(quiz)
+    names = _names(quiz, lang)
     lines = [
-        f"### Your score: {s.n_correct} of {s.n_questions} ({s.accuracy:.0%})",
-        f"Guessing at random would give {s.chance:.0%}.",
+        "### " + say("quiz_score", lang, right=s.n_correct, n=s.n_questions, acc=f"{s.accuracy:.0%}"),
+        say("quiz_chance", lang, chance=f"{s.chance:.0%}"),
         "",
-        "| species | right |",
+        say("quiz_table", lang),
         "| --- | --- |",
     ]
     for sid, (right, shown) in s.per_species_counts.items():
-        lines.append(f"| {quiz.names[sid]} | {right} of {shown} |")
+        lines.append(f"| {names[sid]} | {say('quiz_row', lang, right=right, shown=shown)} |")
     if s.confusions:
         lines.append("")
         pairs = sorted(s.confusions.items(), key=lambda kv: (-kv[1], kv[0]))
         for (true, guess), n in pairs:
-            times = "once" if n == 1 else f"{n} times"
-            lines.append(f"- You took {_a(quiz.names[true])} for {_a(quiz.names[guess])} {times}.")
+            times = say("quiz_once", lang) if n == 1 else say("quiz_times", lang, n=n)
+            t, g = names[true], names[guess]
+            lines.append(
+                "- " + say("quiz_confusion", lang, a_true=a_name(t), a_guess=a_name(g), true=t, guess=g, times=times)
+            )
     else:
-        lines += ["", "No confusions: every test photo was right."]
+        lines += ["", say("quiz_none", lang)]
     return "\n".join(lines)
-
-
-def _a(name: str) -> str:
-    """The name with its indefinite article: "an African elephant", "a tusker"."""
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

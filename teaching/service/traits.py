@@ -51,22 +51,23 @@ def lead_trait(boxes: Sequence[TraitBox], m: np.ndarray, crop_box: Sequence[floa
     return trait if mass >= CLEAR_MASS and mass >= CLEAR_RATIO * area else None
 
 
-def ordered_traits(species: Species, lead: int | None) -> tuple[str, ...]:
-    """The species' trait sentences, the lead trait first (the usual order when there is none)."""
+def ordered_traits(species: Species, lead: int | None, lang: str = "en") -> tuple[str, ...]:
+    """The species' trait sentences in `lang`, the lead trait first (the usual order when there is none)."""
+    traits = species.trait_list(lang)
     if lead is None:
-        return species.traits
-    return (species.traits[lead], *(t for i, t in enumerate(species.traits) if i != lead))
+        return traits
+    return (traits[lead], *(t for i, t in enumerate(traits) if i != lead))
 
 
 def explore_traits(
-    group: Group, prepared: Prepared, contrast: Explanation, top_index: int, trusted: bool
+    group: Group, prepared: Prepared, contrast: Explanation, top_index: int, trusted: bool, lang: str = "en"
 ) -> dict[str, tuple[str, ...]]:
-    """species id -> its trait sentences in the order the explore page shows them.
+    """species id -> its trait sentences (in `lang`) in the order the explore page shows them.
 
     Only the species the model names (`top_index`, when its answer is `trusted`) can get a lead trait, and only on
     a photo with part boxes; every other column keeps the usual order.
     """
-    order = {s.id: s.traits for s in group.species}
+    order = {s.id: s.trait_list(lang) for s in group.species}
     parts = boxes_of_image(group.id, prepared.image) if trusted else ()
     if not parts or top_index not in group.class_indices:
         return order
@@ -74,5 +75,5 @@ def explore_traits(
     side = prepared.x.shape[-1]
     m = contrast.crop_maps((side, side))[group.class_indices.index(top_index)]
     lead = lead_trait([b for b in parts if b.species_id == species.id], m, contrast.crop_box)
-    order[species.id] = ordered_traits(species, lead)
+    order[species.id] = ordered_traits(species, lead, lang)
     return order
