@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -79,3 +82,34 @@ def served_app(fixtures_dir: Path) -> Iterator[str]:
             yield url
         finally:
             demo.close()
+
+
+SERVE = (
+    "import sys, app; app.build_demo().launch(server_name='127.0.0.1', server_port=int(sys.argv[1]), "
+    "quiet=True, **app.launch_options())"
+)
+
+
+@contextmanager
+def served_app_process(fixtures_dir: Path) -> Iterator[str]:
+    """The app in a process of its own on 127.0.0.1 (a free port), killed at the end; yields its URL.
+
+    For tests that leave a request running (a cancelled Score-CAM computes on in its worker thread): in the test's
+    own process such a thread would still be inside torch when the interpreter exits, which aborts it.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "TEACHING_GALLERY_DIR": str(fixtures_dir / "species"),
+        "TEACHING_CACHE_DIR": tempfile.mkdtemp(prefix="teaching-cache-"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(port)], cwd=repo, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until_ready(url, timeout=3 * READY_TIMEOUT_S)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

@@ -144,6 +144,8 @@ def test_a_quiz_played_through_in_chromium(url: str, screenshots: Path) -> None:
             expect(page.get_by_text("Teaching: photo 1 of 2")).to_be_visible()
             expect(page.get_by_text("Error")).to_have_count(0)
             for n in (1, 2):
+                expect(page.get_by_text(f"Teaching: photo {n} of 2")).to_be_visible()  # Next's answer has come
+                expect(page.get_by_role("radio", name="tiger shark")).not_to_be_checked()
                 page.get_by_role("radio", name="tiger shark").check()
                 expect(answer).to_be_enabled()
                 answer.click()
