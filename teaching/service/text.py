@@ -35,8 +35,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "对比（{method}）：为什么是这个物种而不是其他",
     },
     "scale": {
-        "en": "Colours: blue = little, red = much evidence for the species; each map is scaled to its own range.",
-        "zh": "颜色：蓝色 = 对该物种的证据少，红色 = 证据多；每张图按自己的范围缩放。",
+        "en": "Colours: how strongly this region argues for the species, relative to the strongest panel of the row "
+        "(blue = little, red = the most); a species with weak evidence is drawn faint.",
+        "zh": "颜色：该区域支持这个物种的强度，相对于同一行中最强的一张图（蓝色 = 很少，红色 = 最多）；"
+        "证据弱的物种颜色较淡。",
     },
     "missing_photos": {
         "en": "{count} gallery photos cannot be shown (not downloaded). Uploads always work.",
