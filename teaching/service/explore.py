@@ -22,7 +22,7 @@ from teaching.service.catalog import EXPLORE_METHODS, check_backbone, check_meth
 from teaching.service.groups import get_group
 from teaching.service.photos import read_photo
 from teaching.service.text import a_name, check_lang, percent, say
-from teaching.service.traits import explore_traits
+from teaching.service.traits import explore_traits, find_lead
 
 LOW_CONFIDENCE = 0.5  # below this top-1 probability the explore page says the model is unsure
 CELL = 224  # side of one map in the grids, in pixels
@@ -125,7 +125,7 @@ def explore(
     the second row (`catalog.contrast_method`). The maps are shown on the square crop that the model sees; each
     row on one scale (its strongest panel at full colour, weak evidence faint), explained by a colour bar.
     On an annotated photo the named species' traits lead with the one its contrast map points at
-    (`traits.explore_traits`); any other photo keeps the usual order.
+    (`traits.find_lead`); any other photo keeps the usual order.
 
     `lang` ("en" or "zh") is the language of the sentences and names; `species_id` is the photo's own species when
     it is known (a gallery photo), then `photo_note` says whether the model agrees; `progress` is called with
@@ -151,11 +151,11 @@ def explore(
     note, trusted = explore_note(group, predictions, lang)
     group_probs = {s.id: float(plain.probs[s.imagenet_index]) for s in group.species}
     empty = [float(raw.max()) <= 0 for raw in contrast.raw_maps]
-    top_index = predictions[0][0]
+    lead = find_lead(group, prepared, contrast, predictions[0][0], trusted)
 
     def texts(lng: str) -> tuple[tuple[str, str], list[SpeciesCard]]:
         rows = (say("row_plain", lng, method=label(method)), say("row_contrast", lng, method=label(second)))
-        traits = explore_traits(group, prepared, contrast, top_index, trusted, lng)
+        traits = explore_traits(group, lead, lng)
         cards = [
             SpeciesCard(
                 s.id,

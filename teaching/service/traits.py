@@ -59,21 +59,24 @@ def ordered_traits(species: Species, lead: int | None, lang: str = "en") -> tupl
     return (traits[lead], *(t for i, t in enumerate(traits) if i != lead))
 
 
-def explore_traits(
-    group: Group, prepared: Prepared, contrast: Explanation, top_index: int, trusted: bool, lang: str = "en"
-) -> dict[str, tuple[str, ...]]:
-    """species id -> its trait sentences (in `lang`) in the order the explore page shows them.
+def find_lead(
+    group: Group, prepared: Prepared, contrast: Explanation, top_index: int, trusted: bool
+) -> tuple[str, int] | None:
+    """(species id, trait index) of the trait the explore page shows first, or None for the usual order.
 
     Only the species the model names (`top_index`, when its answer is `trusted`) can get a lead trait, and only on
-    a photo with part boxes; every other column keeps the usual order.
+    a photo with part boxes (found by its pixels, so this runs once per request, whatever the languages shown).
     """
-    order = {s.id: s.trait_list(lang) for s in group.species}
     parts = boxes_of_image(group.id, prepared.image) if trusted else ()
     if not parts or top_index not in group.class_indices:
-        return order
+        return None
     species = group.species_by_index(top_index)
     side = prepared.x.shape[-1]
     m = contrast.crop_maps((side, side))[group.class_indices.index(top_index)]
     lead = lead_trait([b for b in parts if b.species_id == species.id], m, contrast.crop_box)
-    order[species.id] = ordered_traits(species, lead, lang)
-    return order
+    return None if lead is None else (species.id, lead)
+
+
+def explore_traits(group: Group, lead: tuple[str, int] | None, lang: str = "en") -> dict[str, tuple[str, ...]]:
+    """species id -> its trait sentences (in `lang`) in the order the explore page shows them (`find_lead`)."""
+    return {s.id: ordered_traits(s, lead[1] if lead and lead[0] == s.id else None, lang) for s in group.species}
