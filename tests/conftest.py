@@ -30,6 +30,17 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture
+def local_gallery(
+    fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Gallery photos from the fixture folder (photos the project never trained on, one folder per species), as the
+    app's tests set it; the model's verdicts cached in a temp folder shared by the session."""
+    monkeypatch.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
+    monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    return fixtures_dir / "species"
+
+
+@pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No cached weights and no network: every download attempt fails at once (and nothing is downloaded)."""
     import huggingface_hub.constants

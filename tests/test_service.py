@@ -34,13 +34,9 @@ pytestmark = pytest.mark.fixtures
 
 
 @pytest.fixture(autouse=True)
-def local_gallery(
-    fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """Gallery photos from the fixture folder, as the app's tests set it (the model's verdicts cached in a temp dir)."""
-    monkeypatch.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
-    monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-    return fixtures_dir / "species"
+def _gallery(local_gallery: Path) -> Path:
+    """Every test here reads the gallery from the fixture photos (conftest's `local_gallery`)."""
+    return local_gallery
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,9 @@ from teaching.quiz import QuizState
 
 
 @pytest.fixture(autouse=True)
-def local_gallery(
-    fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """Photos the project never trained on, one folder per species; the verdicts cached in a temp folder."""
-    monkeypatch.setenv("TEACHING_GALLERY_DIR", str(fixtures_dir / "species"))
-    monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-    return fixtures_dir / "species"
+def _gallery(local_gallery: Path) -> Path:
+    """Every test here reads the gallery from the fixture photos (conftest's `local_gallery`)."""
+    return local_gallery
 
 
 def verdicts(group_id: str) -> dict[str, pool.Verdict]:
