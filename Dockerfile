@@ -20,7 +20,9 @@ RUN apt-get update \
     && useradd --create-home --uid 1000 user
 
 WORKDIR /home/user/app
-COPY requirements.txt .
+# requirements.txt ends with `-e .` (the package, so `teaching` works from any folder): it needs the package's files.
+COPY requirements.txt pyproject.toml ./
+COPY teaching ./teaching
 RUN pip install -r requirements.txt
 
 COPY --chown=user:user . .
