@@ -294,8 +294,8 @@ def _quiz_tab(
     gr.Markdown(T("quiz_intro"))
     with gr.Row():
         group = gr.Dropdown(groups, value=first, label=T("group"), min_width=160)
-        n_teach = gr.Slider(0, 12, value=6, step=1, label=T("teach_n"), min_width=160)
-        n_test = gr.Slider(1, 12, value=6, step=1, label=T("test_n"), min_width=160)
+        n_teach = gr.Slider(0, 12, value=6, step=1, label=T("teach_n"), min_width=160, elem_classes="quiz-size")
+        n_test = gr.Slider(1, 12, value=6, step=1, label=T("test_n"), min_width=160, elem_classes="quiz-size")
         seed = gr.Textbox("", label=T("seed"), max_lines=1, min_width=160)
         start = gr.Button(T("start"), variant="primary", min_width=160)
     plan = gr.Markdown()

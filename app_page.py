@@ -65,6 +65,8 @@ ol li, .note li { overflow-wrap: anywhere; }
 }
 #credits ol { padding-left: 2.6em; list-style-position: outside; }
 #lang .wrap { flex-wrap: nowrap; }
+.quiz-size .head { flex-wrap: wrap; }  /* a narrow slider puts its number under its label, not the label in a column */
+.quiz-size .head label { min-width: max-content; }
 #title { min-width: min(100%, 320px) !important; }  /* on a phone the language switch goes under the title */
 #model input, #model .wrap { min-width: 0; text-overflow: ellipsis; }
 """

@@ -191,6 +191,7 @@ def test_the_language_switch(browser: Any, url: str, fixtures_dir: Path, screens
         expect(tabs).to_have_text(["探索", "比较", "测验"])
         expect(page.get_by_role("button", name="解释", exact=True)).to_be_visible()
         expect(page.locator("#photo")).to_contain_text("点击上传")  # Gradio's own words of the upload area
+        assert page.locator("#title").bounding_box()["width"] >= 300  # the switch goes under the title on a phone
         assert no_sideways_scroll(page)
         page.screenshot(path=screenshots / "switched-zh-390.png", full_page=True)
         page.get_by_role("radio", name="English").check()  # and back
