@@ -345,7 +345,8 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Machine teaching with Grad-CAM", delete_cache=CACHE_SWEEP) as demo:
         saved = gr.BrowserState({"group": None, "quiz": None}, storage_key="teaching-page")
         lang = gr.State("en")
-        locale = gr.Textbox(visible=False)
+        locale, browser = gr.Textbox(visible=False), gr.Textbox(visible=False)  # the page's and the browser's
+        redraw = gr.State(False)  # the language differs from the one Gradio drew the page in
         with gr.Row(equal_height=False):
             gr.Markdown(T("title_md"), elem_id="title")
             switch = gr.Radio(
@@ -363,9 +364,9 @@ def build_demo() -> gr.Blocks:
             compare_photo = _compare_tab(backbones, lang)
         with gr.Tab(T("quiz"), id="quiz") as quiz_tab:
             quiz_group, quiz_outputs = _quiz_tab(groups, first, saved, lang)
-        group_outputs = [lang, switch, explore_group, quiz_group, explore_tab, compare_tab, quiz_tab]
+        group_outputs = [lang, switch, explore_group, quiz_group, explore_tab, compare_tab, quiz_tab, redraw]
         loaded = demo.load(
-            page_language, [locale, saved], group_outputs, js=app_page.LOCALE_JS, api_visibility="private"
+            page_language, [locale, saved, browser], group_outputs, js=app_page.LOCALE_JS, api_visibility="private"
         )
         loaded.then(resume_quiz, [saved, lang], quiz_outputs, api_visibility="private", show_progress="hidden")
         gr.api(app_page.list_groups, api_name="groups")
@@ -375,8 +376,8 @@ def build_demo() -> gr.Blocks:
         for event in (loaded, switched):  # Gradio writes an upload area's words when it is drawn: draw them again
             private = {"api_visibility": "private", "show_progress": "hidden"}
             photos = [explore_photo, compare_photo]
-            event.then(lambda: [gr.update(visible=False)] * 2, None, photos, **private).then(
-                lambda: [gr.update(visible=True)] * 2, None, photos, **private
+            event.then(functools.partial(_photos_shown, shown=False), redraw, photos, **private).then(
+                functools.partial(_photos_shown, shown=True), redraw, photos, **private
             )
         for dropdown in (explore_group, quiz_group):
             dropdown.input(app_page.keep_group, [saved, dropdown], saved, api_visibility="private")
@@ -384,17 +385,27 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-def page_language(locale: str, saved: dict[str, Any] | None) -> tuple[Any, ...]:
+def _photos_shown(redraw: bool, shown: bool) -> list[Any]:
+    """The two photo inputs hidden or shown again when the page's language changed (else left alone): drawn again,
+    they write Gradio's words of their upload area in the new locale."""
+    return [gr.update(visible=shown) if redraw else gr.update()] * 2
+
+
+def page_language(locale: str, saved: dict[str, Any] | None, browser: str | None = None) -> tuple[Any, ...]:
     """The page's language from the browser's locale (or the page's switch), and the group kept in the browser.
 
     The tabs are sent again with their labels: Gradio translates a tab's name when it builds the tabs, and again
-    only when the tab is updated (the browser's locale has been set by LOCALE_JS or SWITCH_JS by then)."""
+    only when the tab is updated (the browser's locale has been set by LOCALE_JS or SWITCH_JS by then). The last
+    value says whether the upload areas must be drawn again: after the switch (no `browser`), or on load when the
+    language kept in the browser is not the browser's own."""
     lang = app_page.lang_of(locale)
     choices = service.group_choices(lang)
     group = (saved or {}).get("group")
     value = group if group in dict((v, k) for k, v in choices) else service.default_group()
     tabs = [gr.update(label=T(key)) for key in ("explore", "compare", "quiz")]
-    return lang, lang, gr.Dropdown(choices=choices, value=value), gr.Dropdown(choices=choices, value=value), *tabs
+    redraw = browser is None or app_page.lang_of(browser) != lang
+    dropdowns = gr.Dropdown(choices=choices, value=value), gr.Dropdown(choices=choices, value=value)
+    return lang, lang, *dropdowns, *tabs, redraw
 
 
 def launch_options() -> dict[str, Any]:

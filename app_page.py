@@ -31,10 +31,12 @@ SWITCH_JS = (
     f"try {{ localStorage.setItem('{LANG_KEY}', l); }} catch (e) {{}} "
     f"await ({_SET_LOCALE})(l); return [lang, saved]; }}"
 )
-# On load: the language kept in the browser (then Gradio's labels are turned to it), else the browser's locale.
+# On load: the language kept in the browser (then Gradio's labels are turned to it), else the browser's locale; and
+# the browser's own locale (the one Gradio drew the page in).
 LOCALE_JS = (
-    f"async (locale, saved) => {{ let l = null; try {{ l = localStorage.getItem('{LANG_KEY}'); }} catch (e) {{}} "
-    f"if (l) await ({_SET_LOCALE})(l); return [l || navigator.language || 'en', saved]; }}"
+    "async (locale, saved, browser) => { const own = navigator.language || 'en'; let l = null; "
+    f"try {{ l = localStorage.getItem('{LANG_KEY}'); }} catch (e) {{}} "
+    f"if (l) await ({_SET_LOCALE})(l); return [l || own, saved, own]; }}"
 )
 
 CSS = """

@@ -125,8 +125,10 @@ def test_the_labels_and_the_switch_in_both_languages() -> None:
     assert (t["en"]["method.gradcam"], t["zh"]["method.gradcam"]) == ("Grad-CAM", "Grad-CAM")
     if not torch.cuda.is_available():
         assert t["zh"]["method.scorecam"] == "Score-CAM（没有 GPU 时较慢）"
-    lang, switch, _, _, *tabs = app.page_language("zh-CN", {"group": "sharks"})
-    assert (lang, switch) == ("zh", "zh")
+    lang, switch, _, _, *tabs, redraw = app.page_language("zh-CN", {"group": "sharks"})
+    assert (lang, switch, redraw) == ("zh", "zh", True)  # the switch: Gradio's upload areas are drawn again
+    assert app.page_language("zh-CN", None, "zh-CN")[-1] is False  # a Chinese browser's page is drawn in Chinese
+    assert app.page_language("en", None, "zh-CN")[-1] is True  # English kept in a Chinese browser
     assert [str(tab["label"]) for tab in tabs] == [str(app.T(k)) for k in ("explore", "compare", "quiz")]
     assert app_page.LANG_KEY in app_page.SWITCH_JS and "changeLocale" in app_page.SWITCH_JS
     assert "changeLocale" in app_page.LOCALE_JS

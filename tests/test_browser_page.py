@@ -184,6 +184,7 @@ def test_the_language_switch(browser: Any, url: str, fixtures_dir: Path, screens
         expect(tabs).to_have_text(["探索", "比较", "测验"])
         expect(page.get_by_role("button", name="解释", exact=True)).to_be_visible()
         expect(page.locator("#group label, #group span").filter(has_text="物种组").first).to_be_visible()
+        expect(page.locator("#photo")).to_contain_text("点击上传")  # the upload area drawn again in Chinese
         explain_upload(page, fixtures_dir / ELEPHANT)
         expect(page.locator("#cards .card h3").nth(1)).to_contain_text("亚洲象")
         page.reload()  # the choice is kept in the browser
