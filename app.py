@@ -129,7 +129,6 @@ def pick_photo(paths: list[Any], evt: gr.SelectData) -> tuple[str | None, str | 
     return (item[0], item[1]) if isinstance(item, list | tuple) else (item, None)
 
 
-@user_errors
 def compare(
     image: dict[str, Any] | None,
     methods: list[str],
@@ -137,11 +136,28 @@ def compare(
     progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio injects the tracker through the default)
 ) -> tuple[str, Image.Image]:
     """The matrix of methods x backbones (JPEG), and the same kept in the session for a PNG download."""
+    return compare_page(image, methods, backbones, "en", progress)
+
+
+@user_errors
+def compare_page(
+    image: dict[str, Any] | None,
+    methods: list[str],
+    backbones: list[str],
+    lang: str,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio injects the tracker through the default)
+) -> tuple[str, Image.Image]:
+    """The page's comparison, its labels in the page's language."""
     try:
-        result = service.compare(_path(image), methods, backbones, lambda f, desc: progress(f, desc=desc))
+        result = service.compare(_path(image), methods, backbones, lambda f, d: progress(f, desc=d), lang=lang)
     finally:
         server.give_back_memory()  # a comparison frees hundreds of MB; hand them back to the system
     return str(service.save_jpeg(result.grid, "compare")), result.grid
+
+
+def _method_choices(names: tuple[str, ...]) -> list[tuple[Any, str]]:
+    """The methods to choose from, each named in the page's language ("Score-CAM (slow without a GPU)")."""
+    return [(T(app_page.method_key(m)), m) for _, m in service.method_choices(names)]
 
 
 def _photo_input(label: Any, elem_id: str) -> gr.Image:
@@ -166,16 +182,17 @@ def _png_download(button: gr.Button, shown: gr.State, file: gr.DownloadButton, p
 
 def _explore_tab(
     demo: gr.Blocks, groups: list[tuple[str, str]], first: str, backbones: list[str], lang: gr.State
-) -> gr.Dropdown:
+) -> tuple[gr.Dropdown, gr.Image]:
     """The Explore tab: a group, a photo (upload or gallery), method and model; the species cards, the top-5, a
-    download, and a cancel for the slow methods. Returns the group dropdown (its choice is kept in the browser)."""
+    download, and a cancel for the slow methods. Returns the group dropdown (its choice is kept in the browser) and
+    the photo input."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
             group = gr.Dropdown(groups, value=first, label=T("group"), elem_id="group")
             photo = _photo_input(T("photo"), "photo")
             with gr.Row():
                 method = gr.Dropdown(
-                    service.method_choices(service.EXPLORE_METHODS),
+                    _method_choices(service.EXPLORE_METHODS),
                     value="gradcam",
                     label=T("method"),
                     min_width=160,
@@ -235,17 +252,17 @@ def _explore_tab(
     api_gallery = gr.Button(visible=False)
     api_gallery.click(show_gallery, group, [photos, credits, missing, paths], api_name="gallery")
     _png_download(download, shown_grid, download_file, "explore")
-    return group
+    return group, photo
 
 
-def _compare_tab(backbones: list[str]) -> None:
+def _compare_tab(backbones: list[str], lang: gr.State) -> gr.Image:
     """The Compare tab: a photo, methods and models; the matrix, its download, and a cancel."""
-    gr.Markdown(service.SANITY_NOTE, elem_classes="note")
+    gr.Markdown(T("sanity_note"), elem_classes="note", elem_id="sanity-note")
     with gr.Row():
         photo = _photo_input(T("photo_compare"), "photo-compare")
         with gr.Column():
             methods = gr.CheckboxGroup(
-                service.method_choices(service.COMPARE_METHODS),
+                _method_choices(service.COMPARE_METHODS),
                 value=service.default_compare_methods(),
                 label=T("methods"),
             )
@@ -253,16 +270,19 @@ def _compare_tab(backbones: list[str]) -> None:
             with gr.Row():
                 run = gr.Button(T("run_compare"), variant="primary", elem_id="compare")
                 cancel = gr.Button(T("cancel"), variant="stop", elem_id="cancel-compare")
-    matrix = gr.Image(
-        label="Models x methods", show_label=False, type="pil", format="jpeg", elem_id="matrix", buttons=[]
-    )
+    matrix = gr.Image(label=T("matrix"), show_label=False, type="pil", format="jpeg", elem_id="matrix", buttons=[])
     download = gr.Button(T("download_matrix"), elem_id="download-compare")
     download_file = gr.DownloadButton(visible="hidden", elem_id="download-compare-file")
     shown_matrix = gr.State(None, time_to_live=STATE_TTL_S)
 
-    job = run.click(compare, [photo, methods, models], [matrix, shown_matrix], api_name="compare", preprocess=False)
+    job = run.click(
+        compare_page, [photo, methods, models, lang], [matrix, shown_matrix], api_visibility="private", preprocess=False
+    )
+    api_run = gr.Button(visible=False)
+    api_run.click(compare, [photo, methods, models], [matrix, shown_matrix], api_name="compare", preprocess=False)
     cancel.click(None, None, None, cancels=[job], api_visibility="private")
     _png_download(download, shown_matrix, download_file, "compare")
+    return photo
 
 
 def _quiz_tab(
@@ -274,8 +294,8 @@ def _quiz_tab(
     gr.Markdown(T("quiz_intro"))
     with gr.Row():
         group = gr.Dropdown(groups, value=first, label=T("group"), min_width=160)
-        n_teach = gr.Slider(0, 12, value=6, step=1, label=T("teach_n"), min_width=160)
-        n_test = gr.Slider(1, 12, value=6, step=1, label=T("test_n"), min_width=160)
+        n_teach = gr.Slider(0, 12, value=6, step=1, label=T("teach_n"), min_width=160, elem_classes="quiz-size")
+        n_test = gr.Slider(1, 12, value=6, step=1, label=T("test_n"), min_width=160, elem_classes="quiz-size")
         seed = gr.Textbox("", label=T("seed"), max_lines=1, min_width=160)
         start = gr.Button(T("start"), variant="primary", min_width=160)
     plan = gr.Markdown()
@@ -306,7 +326,7 @@ def _quiz_tab(
     keep = {"fn": app_page.keep_quiz, "inputs": [saved, state], "outputs": saved, "api_visibility": "private"}
     start.click(start_quiz, [group, n_teach, n_test, seed, lang], outputs, api_name="start_quiz").success(**keep)
     for control in (group, n_teach, n_test):
-        control.change(quiz_plan, [group, n_teach, n_test], plan, api_visibility="private")
+        control.change(quiz_plan, [group, n_teach, n_test, lang], plan, api_visibility="private")
     choice.input(choice_made, choice, answer, api_visibility="private", show_progress="hidden")
     answer.click(quiz_answer, [state, choice, lang], outputs, api_name="quiz_answer").success(**keep)
     next_q.click(quiz_next, [state, lang], outputs, api_name="quiz_next").success(**keep)
@@ -325,7 +345,8 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Machine teaching with Grad-CAM", delete_cache=CACHE_SWEEP) as demo:
         saved = gr.BrowserState({"group": None, "quiz": None}, storage_key="teaching-page")
         lang = gr.State("en")
-        locale = gr.Textbox(visible=False)
+        locale, browser = gr.Textbox(visible=False), gr.Textbox(visible=False)  # the page's and the browser's
+        redraw = gr.State(False)  # the language differs from the one Gradio drew the page in
         with gr.Row(equal_height=False):
             gr.Markdown(T("title_md"), elem_id="title")
             switch = gr.Radio(
@@ -337,31 +358,54 @@ def build_demo() -> gr.Blocks:
                 min_width=240,
             )
         gr.Markdown(T("intro"))
-        with gr.Tab(T("explore"), id="explore"):
-            explore_group = _explore_tab(demo, groups, first, backbones, lang)
-        with gr.Tab(T("compare"), id="compare"):
-            _compare_tab(backbones)
-        with gr.Tab(T("quiz"), id="quiz"):
+        with gr.Tab(T("explore"), id="explore") as explore_tab:
+            explore_group, explore_photo = _explore_tab(demo, groups, first, backbones, lang)
+        with gr.Tab(T("compare"), id="compare") as compare_tab:
+            compare_photo = _compare_tab(backbones, lang)
+        with gr.Tab(T("quiz"), id="quiz") as quiz_tab:
             quiz_group, quiz_outputs = _quiz_tab(groups, first, saved, lang)
-        group_outputs = [lang, switch, explore_group, quiz_group]
-        demo.load(page_language, [locale, saved], group_outputs, js=app_page.LOCALE_JS, api_visibility="private").then(
-            resume_quiz, [saved, lang], quiz_outputs, api_visibility="private", show_progress="hidden"
+        group_outputs = [lang, switch, explore_group, quiz_group, explore_tab, compare_tab, quiz_tab, redraw]
+        loaded = demo.load(
+            page_language, [locale, saved, browser], group_outputs, js=app_page.LOCALE_JS, api_visibility="private"
         )
+        loaded.then(resume_quiz, [saved, lang], quiz_outputs, api_visibility="private", show_progress="hidden")
         gr.api(app_page.list_groups, api_name="groups")
-        switch.input(page_language, [switch, saved], group_outputs, js=app_page.SWITCH_JS, api_visibility="private")
+        switched = switch.input(
+            page_language, [switch, saved], group_outputs, js=app_page.SWITCH_JS, api_visibility="private"
+        )
+        for event in (loaded, switched):  # Gradio writes an upload area's words when it is drawn: draw them again
+            private = {"api_visibility": "private", "show_progress": "hidden"}
+            photos = [explore_photo, compare_photo]
+            event.then(functools.partial(_photos_shown, shown=False), redraw, photos, **private).then(
+                functools.partial(_photos_shown, shown=True), redraw, photos, **private
+            )
         for dropdown in (explore_group, quiz_group):
             dropdown.input(app_page.keep_group, [saved, dropdown], saved, api_visibility="private")
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=server.CONCURRENCY)
     return demo
 
 
-def page_language(locale: str, saved: dict[str, Any] | None) -> tuple[Any, ...]:
-    """The page's language from the browser's locale (or the page's switch), and the group kept in the browser."""
+def _photos_shown(redraw: bool, shown: bool) -> list[Any]:
+    """The two photo inputs hidden or shown again when the page's language changed (else left alone): drawn again,
+    they write Gradio's words of their upload area in the new locale."""
+    return [gr.update(visible=shown) if redraw else gr.update()] * 2
+
+
+def page_language(locale: str, saved: dict[str, Any] | None, browser: str | None = None) -> tuple[Any, ...]:
+    """The page's language from the browser's locale (or the page's switch), and the group kept in the browser.
+
+    The tabs are sent again with their labels: Gradio translates a tab's name when it builds the tabs, and again
+    only when the tab is updated (the browser's locale has been set by LOCALE_JS or SWITCH_JS by then). The last
+    value says whether the upload areas must be drawn again: after the switch (no `browser`), or on load when the
+    language kept in the browser is not the browser's own."""
     lang = app_page.lang_of(locale)
     choices = service.group_choices(lang)
     group = (saved or {}).get("group")
     value = group if group in dict((v, k) for k, v in choices) else service.default_group()
-    return lang, lang, gr.Dropdown(choices=choices, value=value), gr.Dropdown(choices=choices, value=value)
+    tabs = [gr.update(label=T(key)) for key in ("explore", "compare", "quiz")]
+    redraw = browser is None or app_page.lang_of(browser) != lang
+    dropdowns = gr.Dropdown(choices=choices, value=value), gr.Dropdown(choices=choices, value=value)
+    return lang, lang, *dropdowns, *tabs, redraw
 
 
 def launch_options() -> dict[str, Any]:

@@ -13,17 +13,30 @@ from PIL import Image
 
 from teaching import service
 
-LANG_KEY = "teaching-lang"  # localStorage key of the language chosen in the page (read before Gradio starts)
-# The page's switch stores the choice in the browser; the sentences, names and traits follow it at once.
-SWITCH_JS = (
-    "(lang, saved) => { try { localStorage.setItem('"
-    + LANG_KEY
-    + "', lang === 'zh' ? 'zh-CN' : 'en-US'); } "
-    + ("catch (e) {} return [lang, saved]; }")
+LANG_KEY = "teaching-lang"  # localStorage key of the language chosen in the page ("en" or "zh-CN")
+# Gradio 6.31 picks its locale once, from navigator.language, before the page's own scripts run; the page's choice
+# is applied through the locale store that Gradio's own settings menu uses (`changeLocale` of its core module, found
+# among the page's loaded scripts), and awaited until svelte-i18n has loaded it (it then sets <html lang>). The tab
+# names are translated when the tabs are built, so page_language also sends the tabs again (a label update).
+_SET_LOCALE = (
+    "async (l) => { const core = performance.getEntriesByType('resource').map((r) => r.name)"
+    ".find((n) => /\\/assets\\/core-[\\w-]+\\.js$/.test(n)); if (!core) return; "
+    "try { (await import(core)).changeLocale(l); } catch (e) { return; } "
+    "for (let i = 0; i < 40 && document.documentElement.lang !== l; i++) await new Promise((r) => setTimeout(r, 50)); }"
 )
+# The page's switch stores the choice in the browser and turns Gradio's labels too; the sentences, names and traits
+# follow the language that the switch's event returns.
+SWITCH_JS = (
+    "async (lang, saved) => { const l = lang === 'zh' ? 'zh-CN' : 'en'; "
+    f"try {{ localStorage.setItem('{LANG_KEY}', l); }} catch (e) {{}} "
+    f"await ({_SET_LOCALE})(l); return [lang, saved]; }}"
+)
+# On load: the language kept in the browser (then Gradio's labels are turned to it), else the browser's locale; and
+# the browser's own locale (the one Gradio drew the page in).
 LOCALE_JS = (
-    "(locale, saved) => { let l = null; try { l = localStorage.getItem('" + LANG_KEY + "'); } catch (e) {} "
-    "return [l || navigator.language || 'en', saved]; }"
+    "async (locale, saved, browser) => { const own = navigator.language || 'en'; let l = null; "
+    f"try {{ l = localStorage.getItem('{LANG_KEY}'); }} catch (e) {{}} "
+    f"if (l) await ({_SET_LOCALE})(l); return [l || own, saved, own]; }}"
 )
 
 CSS = """
@@ -54,6 +67,9 @@ ol li, .note li { overflow-wrap: anywhere; }
 }
 #credits ol { padding-left: 2.6em; list-style-position: outside; }
 #lang .wrap { flex-wrap: nowrap; }
+.quiz-size .head { flex-wrap: wrap; }  /* a narrow slider puts its number under its label, not the label in a column */
+.quiz-size .head label { min-width: max-content; }
+#title { min-width: min(100%, 320px) !important; }  /* on a phone the language switch goes under the title */
 #model input, #model .wrap { min-width: 0; text-overflow: ellipsis; }
 """
 
@@ -72,9 +88,8 @@ def cards_html(result: service.ExploreResult) -> str:
         parts.append(f'<p class="photo-note">{e(result.photo_note)}</p>')
     parts.append('<div class="cards">')
     for card in result.cards:
-        imagenet = (
-            "" if card.imagenet_name == card.name else f' <span class="imagenet">({e(card.imagenet_name)})</span>'
-        )
+        english = result.lang == "en" and card.imagenet_name != card.name  # ImageNet's names are English only
+        imagenet = f' <span class="imagenet">({e(card.imagenet_name)})</span>' if english else ""
         traits = "".join(f"<li>{e(t)}</li>" for t in card.traits)
         empty = f'<p class="empty">{e(card.empty)}</p>' if card.empty else ""
         parts.append(
@@ -118,6 +133,7 @@ EN: dict[str, str] = {
     "download_matrix": "Download the matrix (PNG)",
     "methods": "Methods",
     "models": "Models",
+    "matrix": "Models x methods",
     "run_compare": "Compare",
     "teach_n": "Teaching photos",
     "test_n": "Test photos",
@@ -153,6 +169,7 @@ ZH: dict[str, str] = {
     "download_matrix": "下载矩阵图（PNG）",
     "methods": "方法",
     "models": "模型",
+    "matrix": "模型 × 方法",
     "run_compare": "比较",
     "teach_n": "教学照片数",
     "test_n": "测试照片数",
@@ -166,8 +183,21 @@ ZH: dict[str, str] = {
 
 
 def translations() -> dict[str, Any]:
-    """The keyword arguments of `gr.I18n`: English and Simplified Chinese (also for the bare "zh" locale)."""
-    return {"en": EN, "zh-CN": ZH, "zh": ZH}
+    """The keyword arguments of `gr.I18n`: English and Simplified Chinese (also for the bare "zh" locale).
+
+    Besides the labels above: the sentences the page shows before any request (Compare's note) and the method
+    names of the choices, from the service's one table of sentences (`service.say`)."""
+    out = {}
+    for lang, table in (("en", EN), ("zh", ZH)):
+        methods = service.method_choices(sorted({*service.EXPLORE_METHODS, *service.COMPARE_METHODS}), lang)
+        out[lang] = {**table, "sanity_note": service.say("sanity_note", lang)}
+        out[lang].update({method_key(m): name for name, m in methods})
+    return {"en": out["en"], "zh-CN": out["zh"], "zh": out["zh"]}
+
+
+def method_key(method: str) -> str:
+    """The `gr.I18n` key of a method's name in the choices ("method.scorecam")."""
+    return f"method.{method}"
 
 
 def lang_of(locale: str | None) -> str:

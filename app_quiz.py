@@ -31,12 +31,12 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _quiz_outputs(step: service.QuizStep) -> tuple[Any, ...]:
-    """The values of every quiz component for one step."""
+def _quiz_outputs(step: service.QuizStep, lang: str = "en") -> tuple[Any, ...]:
+    """The values of every quiz component for one step (the seed's line in `lang`)."""
     running = step.phase != "done"
     status = " ".join(t for t in (f"**{step.progress}**", step.message) if t)
     if step.seed is not None:
-        status += f"\n\nQuiz seed: {step.seed} (the same seed gives a class the same test photos)"
+        status += "\n\n" + service.say("quiz_seed", lang, seed=step.seed)
     return (
         step.state,
         status,
@@ -60,14 +60,14 @@ def start_quiz(
     if text and not text.isdigit():
         raise TeachingError(f"the seed must be a whole number, got '{text[:20]}'")
     return _quiz_outputs(
-        service.start_quiz(group_id, int(n_teach), int(n_test), int(text) if text else None, lang=lang)
+        service.start_quiz(group_id, int(n_teach), int(n_test), int(text) if text else None, lang=lang), lang
     )
 
 
-def quiz_plan(group_id: str, n_teach: float, n_test: float) -> str:
+def quiz_plan(group_id: str, n_teach: float, n_test: float, lang: str = "en") -> str:
     """Before a start: how many photos the quiz will use when the group has fewer than asked."""
     try:
-        return service.quiz_plan(group_id, int(n_teach), int(n_test))
+        return service.quiz_plan(group_id, int(n_teach), int(n_test), lang)
     except TeachingError:
         return ""
 

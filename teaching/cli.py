@@ -32,6 +32,7 @@ from teaching.outputs import (
     writing,
 )
 from teaching.render import COLORMAPS
+from teaching.service.runs import localize
 
 PROG = "python -m teaching"
 
@@ -46,6 +47,8 @@ examples:
       one subfolder per photo; grid.png shows why each shark rather than the other two
   {PROG} explain elephant.jpg --classes "African elephant" --versus "Indian elephant"
       where the model sees "African rather than Indian elephant" (the score y_A - y_B)
+  {PROG} explain elephant.jpg --lang zh
+      the species names (非洲象, 亚洲象) in the output, index.csv, result.json and grid.png in Chinese
   {PROG} explain cat.jpg --backbone vgg16 --layer features.29 --classes tabby
       the seed project's set-up: network, layer name and class id (vgg16 downloads its weights once)
   {PROG} explain leaf.jpg --backbone resnet50 --weights finetuned.pth --labels classes.txt --classes 1
@@ -219,6 +222,9 @@ def _add_explain(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
         metavar="DIR",
         help="output folder, created when missing; files in it are overwritten (default ./explanations)",
     )
+    p.add_argument(
+        "--lang", choices=("en", "zh"), default="en", help="language of the names and grid.png: en (default) or zh"
+    )
     p.add_argument("--cmap", choices=tuple(COLORMAPS), default="jet", help="colour map of the overlays (default jet)")
     p.add_argument(
         "--alpha",
@@ -307,7 +313,9 @@ def expand_images(items: Sequence[str]) -> list[str]:
 
 def run_explain(args: argparse.Namespace) -> int:
     """The explain command; 0 when every photo was explained, 1 when some photos failed, 2 when all did."""
-    s = settings_from(args)
+    s, note = localize(settings_from(args), args.lang)
+    if note:
+        print(note, file=sys.stderr)
     out = Path(args.out)
     images = expand_images(args.images)
     folders = output_folders(images, out)
@@ -331,7 +339,7 @@ def run_explain(args: argparse.Namespace) -> int:
             if args.engine == "ray":
                 from teaching.outputs import read_grid_row
 
-                grid = [read_grid_row(str(r["image"]), Path(str(r["folder"]))) for r in rows]
+                grid = [read_grid_row(str(r["image"]), Path(str(r["folder"])), s.grid_names) for r in rows]
             write_grid(grid, s, out / "grid.png")
             write_index(index, out / "index.csv")
         print(f"grid: {out / 'grid.png'}; index: {out / 'index.csv'}")
@@ -357,7 +365,7 @@ def explain_locally(
             e.timings["preprocess"] = seconds  # this photo's decoding and preprocessing
             with writing(folders[i]):
                 grid.append(write_results(e, images[i], folders[i], s))
-            index[i] = index_row(images[i], folders[i], e)
+            index[i] = index_row(images[i], folders[i], e, names=s.names)
         pending.clear()
 
     for i, source in enumerate(images):

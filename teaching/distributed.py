@@ -125,6 +125,7 @@ def run_config(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
         "versus": s.versus,
         "cmap": s.cmap,
         "alpha": s.alpha,
+        "names": s.names,
     }
 
 
@@ -147,6 +148,7 @@ class ExplainActor:
             config["versus"],
             config["cmap"],
             config["alpha"],
+            names=config.get("names") or {},
         )
         self.worker = f"{os.getpid()}"
 
@@ -195,7 +197,7 @@ class ExplainActor:
             except TeachingError as exc:
                 yield index_row(source, where, error=str(exc))
                 continue
-            yield index_row(source, where, e)
+            yield index_row(source, where, e, names=s.names)
 
 
 def explain_on_ray(

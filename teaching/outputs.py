@@ -16,9 +16,9 @@ import csv
 import json
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,11 @@ class Settings:
     versus: int | None
     cmap: str
     alpha: float
+    # the run's language (`python -m teaching explain --lang`); empty: ImageNet's English names and words
+    names: dict[int, str] = field(default_factory=dict)  # class index -> name in index.csv, result.json, the output
+    grid_names: dict[int, str] = field(default_factory=dict)  # class index -> name drawn in grid.png
+    title: str = ""  # the title of grid.png ("": the English one)
+    bar: dict[str, Any] = field(default_factory=dict)  # the words of the colour bar (`render.colour_bar`)
 
     def explain_options(self) -> dict[str, Any]:
         """The keyword arguments of `teaching.api.explain_batch` that these settings fix (every engine's call)."""
@@ -105,6 +110,7 @@ def write_results(e: Explanation, source: str, folder: Path, s: Settings) -> Gri
     shown = e.shown_crop()  # the row's one scale
     for j, (index, name) in enumerate(zip(e.classes, e.class_names, strict=True)):
         entry: dict[str, object] = {"index": index, "name": name, "prob": float(e.probs[index])}
+        entry["label"] = s.names.get(index, name)  # the name in the run's language
         picture = overlay(crop, shown[j], s.alpha, s.cmap)
         entry["overlay"] = class_file("overlay", index, name)
         picture.save(folder / class_file("overlay", index, name))
@@ -141,33 +147,37 @@ def write_results(e: Explanation, source: str, folder: Path, s: Settings) -> Gri
         "crop_box": list(e.crop_box),
         "timings": {**e.timings, "write": time.perf_counter() - t0},
     }
-    (folder / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    captions = [f"{n}  {e.probs[i]:.2f}" for i, n in zip(e.classes, e.class_names, strict=True)]
+    (folder / "result.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    names = [s.grid_names.get(i, n) for i, n in zip(e.classes, e.class_names, strict=True)]
+    captions = [f"{n}  {e.probs[i]:.2f}" for i, n in zip(e.classes, names, strict=True)]
     return GridRow(Path(source).name, cells, captions)
 
 
 def write_grid(rows: Sequence[GridRow], s: Settings, path: Path) -> None:
     """grid.png: one row per photo, one column per class, captioned "name  probability"."""
-    col_labels = [s.backbone.labels[i] for i in s.classes] if s.classes is not None else None
-    title = f"{s.method} on {s.backbone.name}, layer {s.layer}"
-    if s.contrast == "pair" and s.versus is not None:
+    names = [s.grid_names.get(i, s.backbone.labels[i]) for i in s.classes] if s.classes is not None else None
+    title = s.title or f"{s.method} on {s.backbone.name}, layer {s.layer}"
+    if not s.title and s.contrast == "pair" and s.versus is not None:
         title += f", each class rather than {s.backbone.labels[s.versus]}"
-    elif s.contrast == "group":
+    elif not s.title and s.contrast == "group":
         title += ", each class rather than the others"
     cells = [r.cells for r in rows]
-    grid = make_grid(cells, [r.captions for r in rows], [r.label for r in rows], col_labels, CELL, title)
-    stack(grid, colour_bar(grid.width, cmap=s.cmap)).save(path)
+    grid = make_grid(cells, [r.captions for r in rows], [r.label for r in rows], names, CELL, title)
+    stack(grid, colour_bar(grid.width, cmap=s.cmap, **s.bar)).save(path)
 
 
 INDEX_COLUMNS = ("image", "folder", "top1_index", "top1_name", "top1_prob", "classes", "error")
 
 
-def index_row(source: str, folder: Path, e: Explanation | None = None, error: str = "") -> dict[str, object]:
-    """One line of index.csv: the photo's top-1 prediction and its classes, or the one-line error it failed with."""
+def index_row(
+    source: str, folder: Path, e: Explanation | None = None, error: str = "", names: Mapping[int, str] | None = None
+) -> dict[str, object]:
+    """One line of index.csv: the photo's top-1 prediction (its name from `names` when there) and its classes, or
+    the one-line error it failed with."""
     row: dict[str, object] = {"image": source, "folder": str(folder), "error": error}
     if e is not None:
         index, name, prob = e.top(1)[0]
-        row.update(top1_index=index, top1_name=name, top1_prob=f"{prob:.6f}")
+        row.update(top1_index=index, top1_name=(names or {}).get(index, name), top1_prob=f"{prob:.6f}")
         row["classes"] = " ".join(str(c) for c in e.classes)
     return row
 
@@ -180,9 +190,10 @@ def write_index(rows: Sequence[dict[str, object]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def read_grid_row(source: str, folder: Path) -> GridRow:
+def read_grid_row(source: str, folder: Path, names: Mapping[int, str] | None = None) -> GridRow:
     """The grid row of a photo whose files are already written (by another process): the same row
-    `write_results` returned, read back from result.json and the lossless PNG overlays."""
+    `write_results` returned, read back from result.json and the lossless PNG overlays (`names`: the run's
+    `Settings.grid_names`)."""
     result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
     cells: list[Image.Image] = []
     captions: list[str] = []
@@ -191,7 +202,8 @@ def read_grid_row(source: str, folder: Path) -> GridRow:
             cell = picture.convert("RGB")
         cell.thumbnail((CELL, CELL), Image.Resampling.LANCZOS)
         cells.append(cell)
-        captions.append(f"{entry['name']}  {np.float32(entry['prob']):.2f}")
+        name = (names or {}).get(int(entry["index"]), entry["name"])
+        captions.append(f"{name}  {np.float32(entry['prob']):.2f}")
     return GridRow(Path(source).name, cells, captions)
 
 

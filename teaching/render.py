@@ -9,8 +9,10 @@ usual display of guided backpropagation (pytorch-grad-cam's `deprocess_image`).
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,6 +29,18 @@ PAD = 8  # pixels between cells, around the grid and below each text block
 LINE_SPACING = 1.3  # line height as a multiple of the font size
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+# Fonts with Chinese glyphs (PIL's built-in font has none), looked for at known paths without fontconfig: (file, face
+# index of its Simplified Chinese face). TEACHING_CJK_FONT names another file (its first face).
+CJK_FONTS = (
+    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", 2),  # Debian, Ubuntu: fonts-noto-cjk
+    ("/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc", 2),  # Arch
+    ("/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc", 2),  # Fedora
+    ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", 0),  # fonts-wqy-microhei
+    ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", 0),  # fonts-wqy-zenhei
+    ("/System/Library/Fonts/PingFang.ttc", 0),  # macOS
+    ("C:/Windows/Fonts/msyh.ttc", 0),  # Windows: Microsoft YaHei
+)
+CJK_FONT_ENV = "TEACHING_CJK_FONT"
 
 
 def colorize(m: np.ndarray, cmap: str = "jet") -> np.ndarray:
@@ -136,7 +150,9 @@ def make_grid(
         raise ValueError(f"{len(col_labels)} column labels for {ncols} columns")
     size = font_size(cell_size)
     title_size = round(size * 1.4)
-    font, title_font = _font(size), _font(title_size)
+    texts_all = [title or "", *(row_labels or []), *(col_labels or []), *(t for row in captions or [] for t in row)]
+    face = _face(any(_needs_cjk(t) for t in texts_all))
+    font, title_font = _font(size, *face), _font(title_size, *face)
     line_h, title_line_h = round(size * LINE_SPACING), round(title_size * LINE_SPACING)
     label_w = cell_size // 2 if row_labels is not None else 0
     left = PAD + (label_w + PAD if row_labels is not None else 0)
@@ -179,23 +195,29 @@ SCALE_WORDS = "how strongly this region argues for the species, relative to the 
 """What the colours of a row drawn on one scale (`Explanation.shown_maps`) mean, in words."""
 
 
-def colour_bar(width: int, text: str = SCALE_WORDS, cmap: str = "jet", font_px: int = 14) -> Image.Image:
+def colour_bar(
+    width: int,
+    text: str = SCALE_WORDS,
+    cmap: str = "jet",
+    font_px: int = 14,
+    words: tuple[str, str, str] = ("Colour: {text}", "none", "strongest"),
+) -> Image.Image:
     """A small legend on white: the colour map from 0 to 1 as a bar, "none" and "strongest" at its ends, and
-    `text` above it (wrapped to `width`)."""
-    font = _font(font_px)
+    `text` above it (wrapped to `width`); `words` are the line above (with `{text}`) and the two ends."""
+    line_text, *ends = words[0].format(text=text), words[1], words[2]
+    font = _font(font_px, *_face(any(_needs_cjk(t) for t in (line_text, *ends))))
     line_h = round(font_px * LINE_SPACING)
-    ends = ("none", "strongest")
     end_w = round(max(_length(font, t) for t in ends)) + PAD
     bar_w, bar_h = max(width - 2 * (end_w + PAD), 16), max(font_px, 8)
-    lines = _wrap(f"Colour: {text}", font, width - 2 * PAD)
+    lines = _wrap(line_text, font, width - 2 * PAD)
     out = Image.new("RGB", (width, PAD + len(lines) * line_h + bar_h + PAD), (255, 255, 255))
     _draw_lines(out, lines, font, PAD, PAD // 2, width - 2 * PAD, line_h, center=True)
     y = PAD // 2 + len(lines) * line_h
     ramp = np.tile(np.linspace(0.0, 1.0, bar_w, dtype=np.float32), (bar_h, 1))
     x = (width - bar_w) // 2
     out.paste(Image.fromarray(colorize(ramp, cmap), "RGB"), (x, y))
-    _draw_lines(out, ["none"], font, x - end_w, y + (bar_h - line_h) // 2, end_w - PAD // 2, line_h, center=False)
-    _draw_lines(out, ["strongest"], font, x + bar_w + PAD // 2, y + (bar_h - line_h) // 2, end_w, line_h, False)
+    _draw_lines(out, [ends[0]], font, x - end_w, y + (bar_h - line_h) // 2, end_w - PAD // 2, line_h, center=False)
+    _draw_lines(out, [ends[1]], font, x + bar_w + PAD // 2, y + (bar_h - line_h) // 2, end_w, line_h, False)
     return out
 
 
@@ -222,10 +244,41 @@ def font_size(cell_size: int) -> int:
     return max(10, cell_size // 16)
 
 
-@lru_cache(maxsize=16)
-def _font(size: int) -> Font:
-    """PIL's built-in font at `size` pixels."""
-    return ImageFont.load_default(size=size)
+def cjk_font() -> tuple[str, int] | None:
+    """The font file (and face index) that draws Chinese: TEACHING_CJK_FONT, else the first of CJK_FONTS present;
+    None when there is none (text with Chinese characters would then be drawn as empty boxes)."""
+    chosen = os.environ.get(CJK_FONT_ENV)
+    if chosen:
+        return (chosen, 0) if Path(chosen).is_file() else None
+    return next(((path, index) for path, index in CJK_FONTS if Path(path).is_file()), None)
+
+
+def can_draw(text: str) -> bool:
+    """True when the grids can draw `text`: it has no Chinese (or other CJK) characters, or a CJK font is here."""
+    return not _needs_cjk(text) or cjk_font() is not None
+
+
+def font_for(size: int, text: str) -> Font:
+    """The font a grid draws `text` with at `size` pixels: PIL's built-in font, or the CJK font (`cjk_font`) when
+    the text has CJK characters and the font is here."""
+    return _font(size, *_face(_needs_cjk(text)))
+
+
+def _needs_cjk(text: str) -> bool:
+    """True when the text has a character from the CJK blocks (U+2E80 on: ideographs, kana, full-width forms)."""
+    return any(ord(ch) >= 0x2E80 for ch in text)
+
+
+def _face(cjk: bool) -> tuple[str | None, int]:
+    """(font file, face index) for text with or without CJK characters; (None, 0) is PIL's built-in font."""
+    found = cjk_font() if cjk else None
+    return found if found else (None, 0)
+
+
+@lru_cache(maxsize=32)
+def _font(size: int, path: str | None = None, index: int = 0) -> Font:
+    """PIL's built-in font at `size` pixels, or the face `index` of the font file `path`."""
+    return ImageFont.load_default(size=size) if path is None else ImageFont.truetype(path, size, index=index)
 
 
 @lru_cache(maxsize=4096)

@@ -9,6 +9,7 @@ import gradio as gr
 import httpx
 import numpy as np
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from helpers import served_app
@@ -102,7 +103,35 @@ def test_the_page_in_chinese_names_the_species_and_the_photo(fixtures_dir: Path)
     assert cards.count('class="card"') == 3 and "亚洲象" in cards and "长牙象" in cards
     assert "耳朵巨大，形状大致像非洲地图，一直垂到脖子以下。" in cards  # the traits are text, not pixels
     assert list(top5)[:2] == ["非洲象 (African elephant)", "亚洲象 (Indian elephant)"]
+    assert "Indian elephant" not in cards  # the cards name the species in Chinese only (ImageNet's names are English)
     assert grid.size[0] > 3 * service.CELL  # the PNG grid for the download stays
+
+
+def test_the_quiz_seed_line_in_chinese(client: Client) -> None:
+    import app_quiz
+
+    status = app_quiz.start_quiz("elephants", 1, 1, "7", "zh")[1]
+    assert status.startswith("**教学：第 1 张，共 1 张**") and "测验种子：7（同一个种子给全班同样的测试照片）" in status
+
+
+def test_the_labels_and_the_switch_in_both_languages() -> None:
+    """Every label has both languages; the methods and Compare's note come from the service's one table; the
+    switch sends the tabs again, so Gradio translates their names in the new locale."""
+    import app_page
+
+    t = app_page.translations()
+    assert set(t) == {"en", "zh-CN", "zh"} and set(t["en"]) == set(t["zh-CN"]) and t["zh"] is t["zh-CN"]
+    assert t["zh"]["sanity_note"] == service.say("sanity_note", "zh") and t["en"]["sanity_note"] == service.SANITY_NOTE
+    assert (t["en"]["method.gradcam"], t["zh"]["method.gradcam"]) == ("Grad-CAM", "Grad-CAM")
+    if not torch.cuda.is_available():
+        assert t["zh"]["method.scorecam"] == "Score-CAM（没有 GPU 时较慢）"
+    lang, switch, _, _, *tabs, redraw = app.page_language("zh-CN", {"group": "sharks"})
+    assert (lang, switch, redraw) == ("zh", "zh", True)  # the switch: Gradio's upload areas are drawn again
+    assert app.page_language("zh-CN", None, "zh-CN")[-1] is False  # a Chinese browser's page is drawn in Chinese
+    assert app.page_language("en", None, "zh-CN")[-1] is True  # English kept in a Chinese browser
+    assert [str(tab["label"]) for tab in tabs] == [str(app.T(k)) for k in ("explore", "compare", "quiz")]
+    assert app_page.LANG_KEY in app_page.SWITCH_JS and "changeLocale" in app_page.SWITCH_JS
+    assert "changeLocale" in app_page.LOCALE_JS
 
 
 def test_every_group_loads(client: Client) -> None:

@@ -170,18 +170,52 @@ def test_reload_in_the_middle_of_a_quiz(browser: Any, url: str, screenshots: Pat
         page.context.close()
 
 
-def test_the_language_switch(browser: Any, url: str, fixtures_dir: Path) -> None:
-    """The switch turns the sentences, names and traits to Chinese (the labels follow the browser's locale)."""
+def test_the_language_switch(browser: Any, url: str, fixtures_dir: Path, screenshots: Path) -> None:
+    """In an en-US browser the switch turns the sentences, names and traits to Chinese, and Gradio's own labels
+    (tab names, buttons, dropdowns) too; the choice survives a reload."""
     from playwright.sync_api import expect
 
     page = open_page(browser, url, "en-US", 390)
     try:
+        expect(page.get_by_role("tab", name="Explore", exact=True)).to_be_visible()
         page.get_by_role("radio", name="中文").check()
         expect(page.locator("#lang input[value=zh]")).to_be_checked()
+        tabs = page.get_by_role("tab")
+        expect(tabs).to_have_text(["探索", "比较", "测验"])
+        expect(page.get_by_role("button", name="解释", exact=True)).to_be_visible()
+        expect(page.locator("#group label, #group span").filter(has_text="物种组").first).to_be_visible()
+        expect(page.locator("#photo")).to_contain_text("点击上传")  # the upload area drawn again in Chinese
         explain_upload(page, fixtures_dir / ELEPHANT)
         expect(page.locator("#cards .card h3").nth(1)).to_contain_text("亚洲象")
         page.reload()  # the choice is kept in the browser
         expect(page.locator("#lang input[value=zh]")).to_be_checked()
+        expect(tabs).to_have_text(["探索", "比较", "测验"])
+        expect(page.get_by_role("button", name="解释", exact=True)).to_be_visible()
+        expect(page.locator("#photo")).to_contain_text("点击上传")  # Gradio's own words of the upload area
+        assert page.locator("#title").bounding_box()["width"] >= 300  # the switch goes under the title on a phone
         assert no_sideways_scroll(page)
+        page.screenshot(path=screenshots / "switched-zh-390.png", full_page=True)
+        page.get_by_role("radio", name="English").check()  # and back
+        expect(tabs).to_have_text(["Explore", "Compare", "Quiz"])
+        expect(page.get_by_role("button", name="Explain", exact=True)).to_be_visible()
+    finally:
+        page.context.close()
+
+
+def test_compare_and_the_credits_in_chinese(browser: Any, url: str, fixtures_dir: Path, screenshots: Path) -> None:
+    """In zh-CN the gallery's credits, Compare's note, its method names and the matrix's caption are Chinese."""
+    from playwright.sync_api import expect
+
+    page = open_page(browser, url, "zh-CN", 1400)
+    try:
+        page.get_by_role("button", name="照片来源").click()
+        expect(page.locator("#credits li").first).to_contain_text("非洲象：")
+        page.get_by_role("tab", name="比较", exact=True).click()
+        expect(page.locator("#sanity-note")).to_contain_text("没有通过模型随机化健全性检查")
+        expect(page.get_by_text("Score-CAM（没有 GPU 时较慢）")).to_be_visible()
+        page.locator("#photo-compare input[type=file]").set_input_files(str(fixtures_dir / ELEPHANT))
+        page.locator("#compare").click()
+        expect(page.locator("#matrix img")).to_be_visible(timeout=3 * STEP_TIMEOUT_MS)
+        page.screenshot(path=screenshots / "compare-zh-CN-1400.png", full_page=True)
     finally:
         page.context.close()

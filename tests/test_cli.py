@@ -351,3 +351,40 @@ def test_python_m_teaching_help():
 def test_evaluate_help_comes_from_teaching_evaluate(capsys):
     code, out, _ = run(["evaluate", "--help"], capsys)
     assert code == 0 and "evaluate" in out and "--out" in out
+
+
+def test_explain_in_chinese(fixtures_dir, tmp_path, capsys, lite0, monkeypatch):
+    """--lang zh: the species names in the output, index.csv, result.json and grid.png (drawn with the CJK font)."""
+    from teaching import render
+
+    fonts: list[str | None] = []
+    real = render._font
+    monkeypatch.setattr(render, "_font", lambda size, path=None, index=0: fonts.append(path) or real(size, path, index))
+    argv = ["explain", fixtures_dir / ELEPHANT, "-c", "386,385,101", "--lang", "zh", "-o", tmp_path / "zh"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "top-1 非洲象 (386)" in out
+    assert "非洲象" in (tmp_path / "zh" / "index.csv").read_text(encoding="utf-8")
+    result = json.loads((tmp_path / "zh" / "result.json").read_text(encoding="utf-8"))
+    assert [(c["name"], c["label"]) for c in result["classes"]] == [
+        ("African elephant", "非洲象"),
+        ("Indian elephant", "亚洲象"),
+        ("tusker", "长牙象"),
+    ]
+    assert (tmp_path / "zh" / "overlay_386_African_elephant.png").is_file()  # the file names stay ASCII
+    cjk = render.cjk_font()
+    if cjk is None:
+        assert "grid.png keeps English labels" in err and set(fonts) == {None}
+    else:
+        assert not err and cjk[0] in fonts  # grid.png's names, title and colour bar drawn with the CJK font
+
+    monkeypatch.setenv(render.CJK_FONT_ENV, "/no/such/font.ttc")  # no font draws Chinese: English grid, one line
+    fonts.clear()
+    code, out, err = run([*argv[:-1], tmp_path / "nofont"], capsys)
+    assert code == 0 and "top-1 非洲象 (386)" in out
+    assert err.strip().startswith("note: no font with Chinese glyphs") and len(err.strip().splitlines()) == 1
+    assert set(fonts) == {None} and "非洲象" in (tmp_path / "nofont" / "index.csv").read_text(encoding="utf-8")
+
+    code, out, _ = run([*argv[:4], "-o", tmp_path / "en"], capsys)  # English stays the default
+    assert code == 0 and "top-1 African elephant (386)" in out
+    assert json.loads((tmp_path / "en" / "result.json").read_text())["classes"][0]["label"] == "African elephant"

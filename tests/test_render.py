@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFont
 
 from teaching.render import (
     COLORMAPS,
@@ -240,3 +241,23 @@ def test_colour_bar_draws_the_colour_map_from_none_to_strongest_with_words():
     assert cols and reds and min(cols) < min(reds)  # "none" (blue) on the left, "strongest" (red) on the right
     assert "relative to the strongest panel" in SCALE_WORDS
     assert (bar[:20] < 128).any()  # the words above the bar
+
+
+def test_the_cjk_font_is_chosen_for_chinese_text_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from teaching import render
+
+    monkeypatch.setenv(render.CJK_FONT_ENV, "/no/such/font.ttc")
+    assert render.cjk_font() is None
+    assert render.can_draw("African elephant 0.91") and not render.can_draw("非洲象")
+    assert not isinstance(render.font_for(14, "非洲象").path, str)  # PIL's built-in font (from memory)
+    monkeypatch.delenv(render.CJK_FONT_ENV)
+    found = [(p, i) for p, i in render.CJK_FONTS if Path(p).is_file()]
+    assert render.cjk_font() == (found[0] if found else None)
+    if not found:
+        pytest.skip("no CJK font installed (apt-get install fonts-noto-cjk)")
+    font = render.font_for(14, "非洲象 0.91")
+    assert isinstance(font, ImageFont.FreeTypeFont) and font.path == found[0][0]
+    if found[0][0].endswith("NotoSansCJK-Regular.ttc"):
+        assert font.getname() == ("Noto Sans CJK SC", "Regular")  # the Simplified Chinese face
+    assert not isinstance(render.font_for(14, "African elephant").path, str)  # Latin text keeps the built-in font
+    assert render.can_draw("非洲象")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import time
 from pathlib import Path
 
@@ -496,4 +497,95 @@ def test_a_quiz_in_chinese(local_gallery: Path) -> None:
     step = service.quiz_answer(step.state, "tusker", now=0.0, lang="zh")
     assert step.feedback is not None and step.feedback.startswith(("### 答对了，这是长牙象。", "### 答错了，这是"))
     assert "模型给" in step.feedback and "- " in step.feedback
-    assert service.gallery("elephants", "zh").photos[0][1].startswith("非洲象. ")
+    assert service.gallery("elephants", "zh").photos[0][1].startswith("非洲象。")
+    assert service.quiz_answer(step.state, None, lang="zh").message == "请先选择一个物种，再点击“回答”。"
+    assert service.quiz_plan("elephants", 12, 12, "zh").startswith("本组有 ")
+    assert service.quiz_plan("elephants", 12, 12).startswith("This group has ")
+
+
+def test_compare_in_chinese(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The note, the progress and the matrix's labels in Chinese; the matrix in English when no font draws Chinese."""
+    compare_module = importlib.import_module("teaching.service.compare")
+
+    drawn: list[tuple[list[str], list[str]]] = []
+    real = compare_module.make_grid
+
+    def spy(cells, captions, row_labels, col_labels, cell_size):  # type: ignore[no-untyped-def]
+        drawn.append((list(row_labels), list(col_labels)))
+        return real(cells, captions, row_labels, col_labels, cell_size=cell_size)
+
+    monkeypatch.setattr(compare_module, "make_grid", spy)
+    steps: list[str] = []
+    photo = fixtures_dir / "species" / AFRICAN
+    monkeypatch.setenv(render.CJK_FONT_ENV, "/no/such/font.ttc")
+    result = service.compare(
+        photo, ["guided_backprop"], ["efficientnet_lite0"], lambda f, d: steps.append(d), lang="zh"
+    )
+    assert result.note == service.say("sanity_note", "zh") and result.note.startswith("Guided Backprop 和 Guided Grad")
+    assert steps == ["efficientnet_lite0 上的 Guided Backprop", "完成"]
+    assert drawn[-1][1] == ["what the model sees", "Guided Backprop (fails the sanity check)"]
+    assert re.fullmatch(r"efficientnet_\nlite0:\nAfrican elephant \(\d+\.\d%\)", drawn[-1][0][0])
+    font = render.CJK_FONTS[0][0]
+    if not Path(font).is_file():
+        pytest.skip(f"no CJK font at {font} (apt-get install fonts-noto-cjk)")
+    monkeypatch.setenv(render.CJK_FONT_ENV, font)
+    service.compare(photo, ["gradcam", "guided_backprop"], ["efficientnet_lite0"], lang="zh")
+    assert drawn[-1][1] == ["模型看到的区域", "Grad-CAM", "Guided Backprop（未通过健全性检查）"]
+    assert re.fullmatch(r"efficientnet_\nlite0：\n非洲象 \(\d+\.\d%\)", drawn[-1][0][0])
+    assert service.compare(photo, ["gradcam"], ["efficientnet_lite0"]).note == service.SANITY_NOTE  # English default
+
+
+def test_gallery_credits_and_choices_in_chinese() -> None:
+    from teaching.service.text import credit_text
+
+    view = service.gallery("elephants", "zh")
+    assert view.credits.startswith("1. 非洲象：") and view.photos[0][1].startswith("非洲象。")
+    assert service.gallery("elephants").credits.startswith("1. African elephant: ")
+    credit = "Photo: Marco Verch, CC BY 2.0, cropped (https://www.flickr.com/photos/x/1)"
+    assert credit_text(credit, "zh") == "照片：Marco Verch, CC BY 2.0，已裁剪 (https://www.flickr.com/photos/x/1)"
+    assert credit_text(credit, "en") == credit
+    if not torch.cuda.is_available():
+        assert dict((m, n) for n, m in service.method_choices(["scorecam", "gradcam"], "zh")) == {
+            "scorecam": "Score-CAM（没有 GPU 时较慢）",
+            "gradcam": "Grad-CAM",
+        }
+
+
+def test_no_network_line_in_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.delenv("TEACHING_GALLERY_DIR")
+    monkeypatch.setenv("TEACHING_CACHE_DIR", str(tmp_path))
+    group = service.get_group("sharks")
+    reason = "could not download https://upload.wikimedia.org/x.jpg (Name or service not known)"
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"photos": {p.id: {"missing": reason} for s in group.species for p in s.photos}})
+    )
+    view = service.gallery("sharks", "zh")
+    assert view.short == "无法下载图库照片（没有网络）：请上传照片，或设置 TEACHING_GALLERY_DIR。"
+    assert view.missing == service.NO_NETWORK  # the long text (API, log) stays English
+
+
+def test_explore_grid_in_chinese_when_a_font_draws_it(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PNG grid of a Chinese page is drawn in Chinese with the CJK font, in English without one."""
+    explore_module = importlib.import_module("teaching.service.explore")
+
+    titles: list[str | None] = []
+    real = explore_module.make_grid
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        titles.append(kwargs.get("title"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explore_module, "make_grid", spy)
+    photo = fixtures_dir / "species" / AFRICAN
+    monkeypatch.setenv(render.CJK_FONT_ENV, "/no/such/font.ttc")
+    result = service.explore(photo, "elephants", lang="zh")
+    assert result.lang == "zh" and result.cards[0].name == "非洲象"
+    assert str(titles[0]).startswith("The model says African elephant (")
+    font = render.CJK_FONTS[0][0]
+    if not Path(font).is_file():
+        pytest.skip(f"no CJK font at {font} (apt-get install fonts-noto-cjk)")
+    monkeypatch.setenv(render.CJK_FONT_ENV, font)
+    service.explore(photo, "elephants", lang="zh")
+    assert str(titles[2]).startswith("模型认为这是非洲象（")

@@ -13,7 +13,7 @@ One module per page, and the parts they share:
     catalog.py   the methods and backbones each page offers, labelled and checked from the method classes' facts
     groups.py    the species groups;   files.py: JPEG/PNG files in a temp folder
     photos.py    the checked photo, opened only inside the folders a front end allows (`allowed_photo`)
-    text.py      how numbers read in sentences
+    text.py      how numbers read in sentences, and every sentence of the pages in English and Chinese (`say`)
 
 The pages import the shared modules (catalog, groups, photos, text), never one another. The functions `explore`,
 `compare` and `gallery` carry their module's name, and the package attribute is the function:
@@ -48,7 +48,7 @@ from teaching.service.quiz import (
     quiz_resume,
     start_quiz,
 )
-from teaching.service.text import LANGS, NO_NETWORK, check_lang, percent
+from teaching.service.text import LANGS, NO_NETWORK, check_lang, percent, say
 
 __all__ = [
     "CELL",
@@ -96,6 +96,7 @@ __all__ = [
     "read_photo",
     "save_jpeg",
     "save_png",
+    "say",
     "start_quiz",
     "warm_up",
     "weights_available",

@@ -14,6 +14,7 @@ from teaching.cams import METHODS
 from teaching.errors import MethodError, TeachingError, echo
 from teaching.models import BACKBONES, DEFAULT_BACKBONE, OFFLINE_BACKBONES, get_spec, load_backbone
 from teaching.service.groups import groups
+from teaching.service.text import say
 
 EXPLORE_METHODS = ("gradcam", "gradcampp", "smoothgradcampp", "scorecam", "layercam", "xgradcam", "cam")
 COMPARE_METHODS = (
@@ -62,10 +63,13 @@ def available_backbones() -> list[str]:
     return list(OFFLINE_BACKBONES) + [n for n in BACKBONES if n not in OFFLINE_BACKBONES and weights_available(n)]
 
 
-def method_choices(names: Sequence[str]) -> list[tuple[str, str]]:
-    """(label, key) of the available methods of `names`; without a GPU the slow ones say so."""
-    slow = " (slow without a GPU)" if not torch.cuda.is_available() else ""
-    return [(label(m) + (slow if METHODS[m].slow_on_cpu else ""), m) for m in available_methods(names)]
+def method_choices(names: Sequence[str], lang: str = "en") -> list[tuple[str, str]]:
+    """(label, key) of the available methods of `names`; without a GPU the slow ones say so (in `lang`)."""
+    slow = not torch.cuda.is_available()
+    return [
+        (say("slow", lang, method=label(m)) if slow and METHODS[m].slow_on_cpu else label(m), m)
+        for m in available_methods(names)
+    ]
 
 
 def default_compare_methods() -> list[str]:

@@ -29,17 +29,14 @@ from teaching.service.catalog import (
     default_compare_methods,
     label,
 )
+from teaching.service.groups import species_names
 from teaching.service.photos import read_photo
-from teaching.service.text import percent
+from teaching.service.text import check_lang, drawn_lang, percent, say
 
 COMPARE_CELL = 160  # side of one map in the methods x backbones matrix
 COMPARE_BUDGET_S = 120.0  # no new cell starts after this many seconds of one comparison
 MAX_COMPARE_MODELS = 4  # models in one comparison at most (rows)
-SANITY_NOTE = (
-    "Guided Backprop and Guided Grad-CAM fail the model-randomisation sanity check (Adebayo et al., NeurIPS 2018): "
-    "their pictures hardly change when the model's last layers are replaced by random weights, so they show the "
-    "edges of the photo more than what the model uses. Do not learn species traits from them."
-)
+SANITY_NOTE = say("sanity_note")  # in English; `say("sanity_note", lang)` in the page's language
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is running)
 
@@ -63,6 +60,7 @@ def compare(
     backbones: Sequence[str] | None = None,
     progress: Progress | None = None,
     budget_s: float = COMPARE_BUDGET_S,
+    lang: str = "en",
 ) -> CompareResult:
     """Explain the top-1 class of each backbone with each method, on the crop the model sees.
 
@@ -74,6 +72,9 @@ def compare(
             weights; an empty list is refused.
         progress: called with (fraction done, what runs next).
         budget_s: no cell starts after this many seconds; the cells left say they were skipped.
+        lang: the language of the note, the progress and the matrix's labels ("en" or "zh"); the matrix is drawn
+            in English when no font with Chinese glyphs is installed (`text.drawn_lang`). A class of a species
+            group gets the group's name for the species, the others ImageNet's (English) name.
 
     Raises:
         TeachingError: nothing ticked, an unknown or unavailable method or model, too many models, a bad photo.
@@ -86,6 +87,8 @@ def compare(
         raise ModelError(f"too many models ({len(backbones)}): tick at most {MAX_COMPARE_MODELS}")
     for b in backbones:
         check_backbone(b)
+    lang = check_lang(lang)
+    drawn = drawn_lang(lang)  # the language of the matrix's text
     photo = read_photo(image)
     start = time.monotonic()
     cells: list[list[Image.Image | None]] = [[None] * (len(methods) + 1) for _ in backbones]
@@ -98,9 +101,10 @@ def compare(
         prepared: Prepared | None = None
         for c, method in enumerate(methods, start=1):
             if progress:
-                progress(done / total, f"{label(method)} on {backbone}")
+                progress(done / total, say("runs_on", lang, method=label(method), backbone=backbone))
             if time.monotonic() - start > budget_s:
-                errors[method, backbone] = captions[r][c] = f"skipped: over the {budget_s:.0f} s of one comparison"
+                errors[method, backbone] = say("skipped", "en", s=f"{budget_s:.0f}")
+                captions[r][c] = say("skipped", drawn, s=f"{budget_s:.0f}")
                 done += 1
                 continue
             target = [classes[backbone][0]] if backbone in classes else None
@@ -120,17 +124,19 @@ def compare(
             done += 1
         cells[r][0] = photo.crop(prepared.crop_box if prepared else _model_crop(photo, backbone))
     if progress:
-        progress(1.0, "done")
+        progress(1.0, say("done", lang))
+    names = species_names(drawn) if drawn != "en" else {}  # English keeps ImageNet's names
     row_labels = []
     for b in backbones:
         top = classes.get(b)
         name = b.replace("_", "_\n")  # a long model name breaks after its underscore, never inside a word
-        row_labels.append(f"{name}:\n{top[1]} ({percent(top[2])})" if top else name)
-    col_labels = ["what the model sees"] + [
-        label(m) + (" (fails the sanity check)" if METHODS[m].fails_sanity else "") for m in methods
+        colon = "：" if drawn == "zh" else ":"
+        row_labels.append(f"{name}{colon}\n{names.get(top[0], top[1])} ({percent(top[2])})" if top else name)
+    col_labels = [say("model_sees", drawn)] + [
+        say("fails_sanity", drawn, method=label(m)) if METHODS[m].fails_sanity else label(m) for m in methods
     ]
     grid = make_grid(cells, captions, row_labels, col_labels, cell_size=COMPARE_CELL)
-    return CompareResult(grid, methods, backbones, classes, errors, seconds)
+    return CompareResult(grid, methods, backbones, classes, errors, seconds, say("sanity_note", lang))
 
 
 def _ticked(values: Sequence[str] | str | None, kind: str, default: Callable[[], list[str]]) -> list[str]:

@@ -21,7 +21,7 @@ from teaching.render import SCALE_WORDS, colour_bar, fit_image, make_grid, overl
 from teaching.service.catalog import EXPLORE_METHODS, check_backbone, check_method, contrast_method, label
 from teaching.service.groups import get_group
 from teaching.service.photos import read_photo
-from teaching.service.text import a_name, check_lang, percent, say
+from teaching.service.text import a_name, bar_words, check_lang, drawn_lang, percent, say
 from teaching.service.traits import explore_traits, find_lead
 
 LOW_CONFIDENCE = 0.5  # below this top-1 probability the explore page says the model is unsure
@@ -65,6 +65,7 @@ class ExploreResult:
     names: dict[int, str] = field(default_factory=dict)  # ImageNet index -> the group's name, for the top-5
     traits: dict[str, tuple[str, ...]] = field(default_factory=dict)  # species id -> trait sentences, shown order
     legend: str = SCALE_WORDS  # what the colours mean: each row is drawn on one scale, its strongest panel at 1
+    lang: str = "en"  # the language of the sentences, names and traits
 
     @property
     def labels(self) -> dict[str, float]:
@@ -173,18 +174,19 @@ def explore(
 
     plain_maps, contrast_maps = _overlays(plain, CELL), _overlays(contrast, CELL)
     rows, cards = texts(lang)
-    # the PNG grid (slides, the CLI) is drawn in English: PIL's built-in font has no Chinese glyphs
-    grid_rows, grid_cards = texts("en") if lang != "en" else (rows, cards)
+    # the PNG grid (slides, the CLI) in the page's language, or in English when no font draws Chinese
+    drawn = drawn_lang(lang)
+    grid_rows, grid_cards = texts(drawn) if drawn != lang else (rows, cards)
     top = make_grid(
         [plain_maps],
         row_labels=[grid_rows[0]],
         col_labels=[f"{c.name}\n{percent(c.probability)}" for c in grid_cards],
         cell_size=CELL,
-        title=explore_note(group, predictions)[0],
+        title=explore_note(group, predictions, drawn)[0],
     )
     captions = ["\n".join(([c.empty] if c.empty else []) + [f"- {t}" for t in c.traits]) for c in grid_cards]
     bottom = make_grid([contrast_maps], captions=[captions], row_labels=[grid_rows[1]], cell_size=CELL)
-    grid = stack(top, bottom, colour_bar(max(top.width, bottom.width)))
+    grid = stack(top, bottom, colour_bar(max(top.width, bottom.width), **bar_words(drawn)))
     steps.done()
     return ExploreResult(
         grid,
@@ -201,6 +203,7 @@ def explore(
         scale=say("scale", lang),
         names={s.imagenet_index: s.label(lang) for s in group.species},
         traits={c.species_id: c.traits for c in cards},
+        lang=lang,
     )
 
 

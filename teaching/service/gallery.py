@@ -16,7 +16,7 @@ from teaching.errors import TeachingError
 from teaching.galleries import default_cache_dir, download_gallery, gallery_photos
 from teaching.pool import group_pool, verdict_note
 from teaching.service.groups import get_group, groups
-from teaching.service.text import NO_NETWORK, download_failed, say
+from teaching.service.text import NO_NETWORK, credit_text, download_failed, say
 
 log = logging.getLogger(__name__)
 _logged: set[tuple[str, str]] = set()  # (group, reason) already written to the server log
@@ -38,7 +38,8 @@ def gallery(group_id: str, lang: str = "en") -> GalleryView:
     """The gallery of a group: local photos (TEACHING_GALLERY_DIR) or the download cache, with credits.
 
     The reasons of missing photos are written once per group and reason to the server log (`logging`, with the
-    count of photos); `short` is the one line a page shows, in `lang`."""
+    count of photos); the captions, the credit lines and `short` (the one line a page shows) are in `lang`, the
+    credits' names, licences and links as they are."""
     group = get_group(group_id)
     names = {s.id: s.label(lang) for s in group.species}
     photos, links, lines, species = [], [], [], []
@@ -47,18 +48,19 @@ def gallery(group_id: str, lang: str = "en") -> GalleryView:
         if item.path is None:
             missing.setdefault(str(item.missing), []).append(names[item.species_id])
             continue
-        photos.append((item.path, f"{names[item.species_id]}. {item.credit}"))
+        shown = credit_text(item.credit, lang)
+        photos.append((item.path, say("caption", lang, name=names[item.species_id], credit=shown)))
         species.append(item.species_id)
         links.append(item.link)
-        credit = f"[{item.credit}]({item.link})" if item.link else item.credit
-        lines.append(f"{len(photos)}. {names[item.species_id]}: {credit}")
+        credit = f"[{shown}]({item.link})" if item.link else shown
+        lines.append(say("credit_line", lang, n=len(photos), name=names[item.species_id], credit=credit))
     text = short = ""
     for reason, who in missing.items():
         if (group.id, reason) not in _logged:
             _logged.add((group.id, reason))
             log.warning("gallery %s: %d photo(s) missing: %s", group.id, len(who), reason)
     if download_failed(list(missing)):
-        text = short = NO_NETWORK
+        text, short = NO_NETWORK, say("no_network", lang)
     elif missing:
         short = say("missing_photos", lang, count=sum(len(v) for v in missing.values()))
         count = sum(len(v) for v in missing.values())

@@ -32,3 +32,8 @@ def group_choices(lang: str = "en") -> list[tuple[str, str]]:
 def default_group() -> str:
     """The id of the group a page starts with."""
     return DEFAULT_GROUP if DEFAULT_GROUP in groups() else next(iter(groups()))
+
+
+def species_names(lang: str) -> dict[int, str]:
+    """ImageNet index -> the group's name for the species in `lang`, for the classes of every species group."""
+    return {s.imagenet_index: s.label(lang) for g in groups().values() for s in g.species}

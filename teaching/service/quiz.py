@@ -97,7 +97,7 @@ def start_quiz(
     state = new_quiz(group, images_of, config, teachable, _chooser(group, by_path, strategy))
     step = _step(state, lang=lang)
     step.seed = seed
-    step.message = _plan_message(len(pool), len(teachable), n_teach, n_test, len(state.teach), len(state.test))
+    step.message = _plan_message(len(pool), len(teachable), n_teach, n_test, len(state.teach), len(state.test), lang)
     return step
 
 
@@ -120,18 +120,18 @@ def _chooser(group: Group, pool: dict[str, PoolPhoto], strategy: str) -> Chooser
     return choose
 
 
-def _plan_message(n_photos: int, n_right: int, n_teach: int, n_test: int, got_teach: int, got_test: int) -> str:
+def _plan_message(
+    n_photos: int, n_right: int, n_teach: int, n_test: int, got_teach: int, got_test: int, lang: str = "en"
+) -> str:
     """One line when the quiz uses fewer photos than asked ("" when it uses what was asked)."""
     if (got_teach, got_test) == (n_teach, n_test):
         return ""
-    return (
-        f"This group has {n_photos} photos ({n_right} that the model gets right, the only ones used to teach): "
-        f"the quiz uses {got_teach} teaching and {got_test} test photos."
-    )
+    return say("quiz_plan", lang, n=n_photos, right=n_right, teach=got_teach, test=got_test)
 
 
-def quiz_plan(group_id: str, n_teach: int, n_test: int) -> str:
-    """Before a start: how many photos a quiz of the group will use when it has fewer than asked ("" otherwise)."""
+def quiz_plan(group_id: str, n_teach: int, n_test: int, lang: str = "en") -> str:
+    """Before a start: how many photos a quiz of the group will use when it has fewer than asked ("" otherwise),
+    in `lang`."""
     group = get_group(group_id)
     images = [p for p in gallery_photos(group) if p.path is not None]
     if not images:
@@ -139,7 +139,7 @@ def quiz_plan(group_id: str, n_teach: int, n_test: int) -> str:
     pool = group_pool(group, images)
     n_right = sum(p.verdict.right for p in pool)
     got_teach, got_test = plan_sizes(len(pool), n_right, n_teach, n_test)
-    return _plan_message(len(pool), n_right, n_teach, n_test, got_teach, got_test)
+    return _plan_message(len(pool), n_right, n_teach, n_test, got_teach, got_test, lang)
 
 
 def quiz_answer(
@@ -152,7 +152,7 @@ def quiz_answer(
     quiz = _load(state)
     if not species_id:
         step = _step(quiz, lang=lang)
-        step.message = "Choose a species first, then press Answer."
+        step.message = say("quiz_choose", lang)
         return step
     question = current_question(quiz)
     quiz, feedback = answer(quiz, species_id, now)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from teaching.render import SCALE_WORDS, can_draw
+
 LANGS = ("en", "zh")  # the languages the pages speak; the CLI and the Python API default to English
 
 MESSAGES: dict[str, dict[str, str]] = {
@@ -70,6 +72,61 @@ MESSAGES: dict[str, dict[str, str]] = {
     "quiz_times": {"en": "{n} times", "zh": "{n} 次"},
     "quiz_none": {"en": "No confusions: every test photo was right.", "zh": "没有混淆：每张测试照片都答对了。"},
     "quiz_or": {"en": " or ", "zh": "或"},
+    "quiz_seed": {
+        "en": "Quiz seed: {seed} (the same seed gives a class the same test photos)",
+        "zh": "测验种子：{seed}（同一个种子给全班同样的测试照片）",
+    },
+    "quiz_plan": {
+        "en": "This group has {n} photos ({right} that the model gets right, the only ones used to teach): "
+        "the quiz uses {teach} teaching and {test} test photos.",
+        "zh": "本组有 {n} 张照片（其中模型判断正确的 {right} 张，只有这些用于教学）：测验使用 {teach} 张教学照片和 "
+        "{test} 张测试照片。",
+    },
+    "quiz_choose": {"en": "Choose a species first, then press Answer.", "zh": "请先选择一个物种，再点击“回答”。"},
+    "sanity_note": {
+        "en": "Guided Backprop and Guided Grad-CAM fail the model-randomisation sanity check (Adebayo et al., "
+        "NeurIPS 2018): their pictures hardly change when the model's last layers are replaced by random weights, "
+        "so they show the edges of the photo more than what the model uses. Do not learn species traits from them.",
+        "zh": "Guided Backprop 和 Guided Grad-CAM 没有通过模型随机化健全性检查（Adebayo 等，NeurIPS 2018）："
+        "把模型的最后几层换成随机权重后，它们的图几乎不变，所以它们显示的更多是照片的边缘，而不是模型实际使用的信息。"
+        "不要从这两种图中学习物种特征。",
+    },
+    "slow": {"en": "{method} (slow without a GPU)", "zh": "{method}（没有 GPU 时较慢）"},
+    "fails_sanity": {"en": "{method} (fails the sanity check)", "zh": "{method}（未通过健全性检查）"},
+    "model_sees": {"en": "what the model sees", "zh": "模型看到的区域"},
+    "skipped": {"en": "skipped: over the {s} s of one comparison", "zh": "已跳过：超过一次比较的 {s} 秒"},
+    "runs_on": {"en": "{method} on {backbone}", "zh": "{backbone} 上的 {method}"},
+    "done": {"en": "done", "zh": "完成"},
+    "no_network": {
+        "en": "The gallery photos could not be downloaded (no network): upload a photo, or set TEACHING_GALLERY_DIR.",
+        "zh": "无法下载图库照片（没有网络）：请上传照片，或设置 TEACHING_GALLERY_DIR。",
+    },
+    "caption": {"en": "{name}. {credit}", "zh": "{name}。{credit}"},
+    "run_title": {"en": "{method} on {backbone}, layer {layer}", "zh": "{method}，模型 {backbone}，层 {layer}"},
+    "run_pair": {"en": ", each class rather than {name}", "zh": "，每个类别相对于{name}"},
+    "run_group": {"en": ", each class rather than the others", "zh": "，每个类别相对于其他类别"},
+    "no_font": {
+        "en": "",
+        "zh": "note: no font with Chinese glyphs found (apt-get install fonts-noto-cjk): grid.png keeps English "
+        "labels / 未找到中文字体，grid.png 使用英文",
+    },
+    "colour_line": {"en": "Colour: {text}", "zh": "颜色：{text}"},
+    "colour_none": {"en": "none", "zh": "无"},
+    "colour_strongest": {"en": "strongest", "zh": "最强"},
+    "scale_words": {
+        "en": SCALE_WORDS,
+        "zh": "该区域支持这个物种的强度，相对于最强的一张图",
+    },
+    "credit_line": {"en": "{n}. {name}: {credit}", "zh": "{n}. {name}：{credit}"},
+}
+
+# The fixed words of a photo's credit line (`teaching.galleries.credit`), as the pages show them in Chinese
+CREDIT_WORDS_ZH = {
+    "Photo: ": "照片：",
+    "unknown author": "作者不详",
+    "licence not checked yet": "许可尚未核实",
+    ", cropped": "，已裁剪",
+    "local photo": "本地照片",
 }
 
 
@@ -83,6 +140,19 @@ def say(key: str, lang: str = "en", **values: Any) -> str:
     return MESSAGES[key][check_lang(lang)].format(**values)
 
 
+def drawn_lang(lang: str) -> str:
+    """The language a picture's text is drawn in: `lang`, or English when no installed font has its glyphs (PIL's
+    built-in font has no Chinese; `teaching.render.cjk_font`)."""
+    lang = check_lang(lang)
+    return lang if can_draw(say("model_sees", lang)) else "en"
+
+
+def bar_words(lang: str) -> dict[str, Any]:
+    """The keyword arguments of `teaching.render.colour_bar` for its words in a language."""
+    words = (say("colour_line", lang, text="{text}"), say("colour_none", lang), say("colour_strongest", lang))
+    return {"text": say("scale_words", lang), "words": words}
+
+
 def a_name(name: str) -> str:
     """The name with its indefinite article: "an African elephant", "a tusker"."""
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
@@ -93,7 +163,15 @@ def percent(p: float) -> str:
     return f"{p:.1%}" if p >= 0.001 else "<0.1%"
 
 
-NO_NETWORK = "The gallery photos could not be downloaded (no network): upload a photo, or set TEACHING_GALLERY_DIR."
+NO_NETWORK = MESSAGES["no_network"]["en"]
+
+
+def credit_text(credit: str, lang: str = "en") -> str:
+    """A photo's credit line in a language: its fixed words translated, the names, licence and link as they are."""
+    if check_lang(lang) == "zh":
+        for en, zh in CREDIT_WORDS_ZH.items():
+            credit = credit.replace(en, zh)
+    return credit
 
 
 def download_failed(reasons: list[str]) -> bool:
