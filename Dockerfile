@@ -13,9 +13,9 @@ ENV PYTHONUNBUFFERED=1 \
     HOME=/home/user \
     TEACHING_CACHE_DIR=/home/user/.cache/teaching/galleries
 
-# OpenCV (headless) still links against GLib.
+# OpenCV (headless) still links against GLib; fonts-noto-cjk draws the Chinese text of the PNG grids.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libglib2.0-0 \
+    && apt-get install -y --no-install-recommends libglib2.0-0 fonts-noto-cjk \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 user
 

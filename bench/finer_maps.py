@@ -113,6 +113,7 @@ SHIFT4 = [(-8, -8, False), (-8, 8, False), (8, -8, False), (8, 8, False)]
 SHIFT2F = [(0, 0, False), (0, 0, True)]
 CANDIDATES: dict[str, tuple[int, Callable[..., Maps]]] = {
     "base": (224, gradcam_maps),
+    "s256": (256, gradcam_maps),
     "s288": (288, gradcam_maps),
     "s320": (320, gradcam_maps),
     "s384": (384, gradcam_maps),
