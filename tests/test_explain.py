@@ -34,14 +34,15 @@ def test_explain_returns_the_documented_fields(fixtures_dir, lite0):
     assert r.class_names == ["African elephant", "Indian elephant", "tusker"]
     width, height = r.image.size
     assert r.maps.shape == (3, height, width) and r.maps.dtype == np.float32
-    assert r.raw_maps.shape == (3, 7, 7) and r.raw_maps.dtype == np.float32
+    assert r.raw_maps.shape == (3, 9, 9) and r.raw_maps.dtype == np.float32
     assert r.target_layer == "bn2"
-    assert r.input_tensor.shape == (1, 3, 224, 224)
+    assert r.input_tensor.shape == (1, 3, 288, 288)
     assert r.probs.shape == (1000,) and abs(float(r.probs.sum()) - 1) < 1e-4
     # the prediction is the one of the very input the model saw
     with torch.no_grad():
-        expected = torch.softmax(lite0.model(r.input_tensor), 1)[0].numpy()
-    np.testing.assert_allclose(r.probs, expected, atol=1e-5)
+        logits = lite0.model(r.input_tensor)
+    np.testing.assert_allclose(r.probs, torch.softmax(logits / 0.38, 1)[0].numpy(), atol=1e-5)  # the fitted temperature
+    assert lite0.spec.temperature == 0.38
     # an elephant photo: the model's top class is one of the elephants
     assert r.top(1)[0][0] in ELEPHANTS
     # the scaled maps are the raw maps, upsampled onto the crop the model saw, each in [0, 1]
@@ -99,8 +100,9 @@ def test_closed_form_cam_equals_gradcam_on_a_gap_head(fixtures_dir, lite0):
     path = _photo(fixtures_dir, "tiger_shark")
     grad = explain(path, classes=[4, 2, 3], method="gradcam", backbone=lite0)
     cam = explain(path, classes=[4, 2, 3], method="cam", backbone=lite0)
-    # dy/dA = W / (h w) at the layer feeding the average pool: the maps agree up to that factor
-    np.testing.assert_allclose(cam.raw_maps / 49.0, grad.raw_maps, rtol=1e-4, atol=1e-6)
+    # dy/dA = W / (h w) at the layer feeding the average pool: the maps agree up to that factor (9 x 9 at 288 px)
+    assert grad.raw_maps.shape[1:] == (9, 9)
+    np.testing.assert_allclose(cam.raw_maps / 81.0, grad.raw_maps, rtol=1e-4, atol=1e-6)
 
 
 def test_contrastive_maps_separate_the_elephants(fixtures_dir, lite0):

@@ -19,6 +19,7 @@ from teaching.models import (
     BACKBONES,
     DEFAULT_BACKBONE,
     OFFLINE_BACKBONES,
+    Backbone,
     load_backbone,
     load_state_in_order,
     preprocess_image,
@@ -27,7 +28,7 @@ from teaching.models import (
 
 # Target layer output (channels, h, w) at the backbone's input size, as in the literature.
 TARGET_SHAPES = {
-    "efficientnet_lite0": (1280, 7, 7),
+    "efficientnet_lite0": (1280, 9, 9),
     "efficientnet_lite2": (1280, 9, 9),
     "vgg16": (512, 14, 14),  # relu5_3, Selvaraju et al.
     "vgg19": (512, 14, 14),
@@ -297,18 +298,29 @@ def test_devices():
 def test_preprocessing_matches_timms_eval_transform(size):
     spec = BACKBONES["efficientnet_lite0"]
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    config = timm.data.resolve_data_config({}, model=model)
+    pre = spec.preprocess  # 288 px (docs/EVALUATION.md), not timm's 224: timm's transform at that size and crop
+    args = {"input_size": (3, pre.size, pre.size), "crop_pct": pre.size / pre.resize}
+    config = timm.data.resolve_data_config(args, model=model)
     transform = timm.data.create_transform(**config)
     rng = np.random.default_rng(sum(size))
     image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     x, _ = preprocess_image(image, spec.preprocess)
     expected = transform(image).unsqueeze(0)
-    assert x.shape == expected.shape == (1, 3, 224, 224)
+    assert x.shape == expected.shape == (1, 3, 288, 288)
     assert torch.allclose(x, expected, atol=1e-6, rtol=0)
 
 
 def test_the_crop_box_is_the_part_of_the_photo_the_model_sees():
     spec = BACKBONES["efficientnet_lite0"]
-    # 400x200 -> resized 512x256 -> crop 224 at (144, 16) -> back in the photo's frame, scale 400 / 512
+    # 400x200 -> resized 658x329 -> crop 288 at (185, 20) -> back in the photo's frame, scale 400 / 658
     assert preprocess_image(Image.new("RGB", (400, 200)), spec.preprocess)[1] == (112, 12, 288, 188)
-    assert preprocess_image(Image.new("RGB", (256, 256)), spec.preprocess)[1] == (16, 16, 240, 240)
+    assert preprocess_image(Image.new("RGB", (256, 256)), spec.preprocess)[1] == (15, 15, 240, 240)
+
+
+def test_probabilities_use_the_fitted_temperature_only_for_the_pretrained_head():
+    spec = BACKBONES["efficientnet_lite0"]
+    logits = torch.tensor([0.0, 1.0, 3.0])
+    ours = Backbone(spec, nn.Identity(), (), torch.device("cpu"))
+    assert torch.allclose(ours.probabilities(logits), torch.softmax(logits / 0.38, 0))
+    own = Backbone(spec, nn.Identity(), (), torch.device("cpu"), weights_path=Path("fine_tuned.pth"))
+    assert torch.allclose(own.probabilities(logits), torch.softmax(logits, 0))  # other weights: not fitted, T = 1

@@ -111,7 +111,9 @@ def test_explore_shows_first_the_trait_the_map_points_at(fixtures_dir: Path):
     species = fixtures_dir / "species"
     white = load_groups()["sharks"].species_by_id("great_white_shark")
     r = service.explore(str(species / WHITE), "sharks")
-    assert r.traits["great_white_shark"] == (white.traits[2], white.traits[0], white.traits[1])  # the teeth first
+    # at 224 px the 7 x 7 map covered the teeth clearly and they came first; the 9 x 9 map at 288 px does not: the
+    # usual order (docs/EVALUATION.md, trait pointing)
+    assert r.traits["great_white_shark"] == white.traits
     r = service.explore(str(species / TUSKER), "elephants")
     tusker = load_groups()["elephants"].species_by_id("tusker")
     assert r.traits["tusker"][0] == tusker.traits[1]  # "tusks that stick out well past the lips"
@@ -139,11 +141,11 @@ def test_trait_pointing_in_species_evaluation(fixtures_dir: Path, tmp_path: Path
     assert main(argv) == 0
     with (tmp_path / "out" / "rows.csv").open(newline="") as f:
         rows = {(r["image"], r["method"]): r for r in csv.DictReader(f)}
-    measured = {  # (trait_hit, trait_mass) measured on the 2-core CPU; the part's share of the crop beside
-        (TIGER, "gradcam+group"): (1, 0.93),
-        (TIGER, "centre"): (1, 0.76),
-        (TUSKER, "gradcam+group"): (1, 0.70),
-        (TUSKER, "centre"): (0, 0.36),
+    measured = {  # (trait_hit, trait_mass) measured on the 2-core CPU at 288 px (at 224 px: 0.93, 0.76, hit 0.70, 0.36)
+        (TIGER, "gradcam+group"): (1, 0.87),
+        (TIGER, "centre"): (1, 0.77),
+        (TUSKER, "gradcam+group"): (0, 0.52),
+        (TUSKER, "centre"): (0, 0.35),
     }
     for key, (hit, mass) in measured.items():
         assert int(rows[key]["trait_hit"]) == hit, key

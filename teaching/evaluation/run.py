@@ -126,7 +126,7 @@ def prepare(sample: Sample, st: Settings) -> Photo:
         "group": sample.group,
         "label": label,
         "pred": int(logits.argmax()),
-        "prob": float(torch.softmax(logits, 0)[label]),
+        "prob": float(bb.probabilities(logits)[label]),
         "runner_up": runner_up,
         "margin": float(logits[label] - logits[runner_up]),
     }

@@ -159,7 +159,10 @@ def a_name(name: str) -> str:
 
 
 def percent(p: float) -> str:
-    """A probability as a percentage with one decimal ("90.6%"), or "<0.1%" below a thousandth."""
+    """A probability as a percentage with one decimal ("90.6%"), "<0.1%" below a thousandth and ">99.9%" above
+    0.999 (never a model's "100%")."""
+    if p > 0.999:
+        return ">99.9%"
     return f"{p:.1%}" if p >= 0.001 else "<0.1%"
 
 
