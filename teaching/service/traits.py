@@ -32,12 +32,16 @@ def trait_masses(boxes: Sequence[TraitBox], m: np.ndarray, crop_box: Sequence[fl
     x0, y0, x1, y1 = (float(v) for v in crop_box)
     scale = torch.tensor([w / (x1 - x0), h / (y1 - y0)] * 2)
     out: dict[int, tuple[float, float]] = {}
+    mt = torch.from_numpy(np.ascontiguousarray(m)).float()
+    seeded = torch.Generator().manual_seed(0)  # orders tied pixels the same way every time
+    top = metrics.top_mask(mt[None], metrics.TRAIT_TOP, seeded)[0]  # once for every trait: `trait_pointing`'s mass
+    weight = mt.clamp(min=0) * top
+    if float(weight.sum()) <= 0:
+        weight = top
     for trait in sorted({b.trait for b in boxes}):
         parts = torch.tensor([b.box for b in boxes if b.trait == trait]) - torch.tensor([x0, y0, x0, y0])
-        parts = parts * scale
-        seeded = torch.Generator().manual_seed(0)  # orders tied pixels the same way every time
-        _, mass = metrics.trait_pointing(torch.from_numpy(np.ascontiguousarray(m)).float(), parts, generator=seeded)
-        out[trait] = (mass, float(metrics.box_mask(parts, h, w).float().mean()))
+        mask = metrics.box_mask(parts * scale, h, w)
+        out[trait] = (float((weight * mask).sum() / weight.sum()), float(mask.float().mean()))
     return out
 
 
