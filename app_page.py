@@ -71,6 +71,7 @@ ol li, .note li { overflow-wrap: anywhere; }
 .quiz-size .head label { min-width: max-content; }
 #title { min-width: min(100%, 320px) !important; }  /* on a phone the language switch goes under the title */
 #model input, #model .wrap { min-width: 0; text-overflow: ellipsis; }
+#photo [data-testid="block-label"] { max-width: calc(100% - 44px); white-space: normal; }  /* clear of the x button */
 """
 
 
