@@ -280,11 +280,16 @@ def trait_pointing(
     h, w = m.shape
     mask = box_mask(boxes, h, w).to(m.device)
     hit = bool(pointing_game(m[None], [boxes], 0.0, generator)[0])
+    weight = top_weight(m, fraction, generator)
+    return hit, float((weight * mask).sum() / weight.sum())
+
+
+def top_weight(m: torch.Tensor, fraction: float = TRAIT_TOP, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The map (H, W) on its top `fraction` of pixels and 0 elsewhere (the top pixels themselves, each 1, when that
+    mass is zero): the weights whose share inside a part's boxes is trait pointing's mass."""
     top = top_mask(m[None].float(), fraction, generator)[0]
     weight = m.float().clamp(min=0) * top
-    if float(weight.sum()) <= 0:
-        weight = top
-    return hit, float((weight * mask).sum() / weight.sum())
+    return weight if float(weight.sum()) > 0 else top
 
 
 # --- contrastive faithfulness --------------------------------------------------------------------------------------

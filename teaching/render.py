@@ -150,9 +150,8 @@ def make_grid(
         raise ValueError(f"{len(col_labels)} column labels for {ncols} columns")
     size = font_size(cell_size)
     title_size = round(size * 1.4)
-    texts_all = [title or "", *(row_labels or []), *(col_labels or []), *(t for row in captions or [] for t in row)]
-    face = _face(any(_needs_cjk(t) for t in texts_all))
-    font, title_font = _font(size, *face), _font(title_size, *face)
+    every = [title or "", *(row_labels or []), *(col_labels or []), *(t for row in captions or [] for t in row)]
+    font, title_font = font_for(size, *every), font_for(title_size, *every)
     line_h, title_line_h = round(size * LINE_SPACING), round(title_size * LINE_SPACING)
     label_w = cell_size // 2 if row_labels is not None else 0
     left = PAD + (label_w + PAD if row_labels is not None else 0)
@@ -205,7 +204,7 @@ def colour_bar(
     """A small legend on white: the colour map from 0 to 1 as a bar, "none" and "strongest" at its ends, and
     `text` above it (wrapped to `width`); `words` are the line above (with `{text}`) and the two ends."""
     line_text, *ends = words[0].format(text=text), words[1], words[2]
-    font = _font(font_px, *_face(any(_needs_cjk(t) for t in (line_text, *ends))))
+    font = font_for(font_px, line_text, *ends)
     line_h = round(font_px * LINE_SPACING)
     end_w = round(max(_length(font, t) for t in ends)) + PAD
     bar_w, bar_h = max(width - 2 * (end_w + PAD), 16), max(font_px, 8)
@@ -258,10 +257,10 @@ def can_draw(text: str) -> bool:
     return not _needs_cjk(text) or cjk_font() is not None
 
 
-def font_for(size: int, text: str) -> Font:
-    """The font a grid draws `text` with at `size` pixels: PIL's built-in font, or the CJK font (`cjk_font`) when
-    the text has CJK characters and the font is here."""
-    return _font(size, *_face(_needs_cjk(text)))
+def font_for(size: int, *texts: str) -> Font:
+    """The font a grid draws `texts` with at `size` pixels: PIL's built-in font, or the CJK font (`cjk_font`) when
+    one of them has CJK characters and the font is here."""
+    return _font(size, *_face(any(_needs_cjk(t) for t in texts)))
 
 
 def _needs_cjk(text: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import served_app
@@ -48,16 +49,24 @@ def screenshots(tmp_path: Path) -> Path:
     return folder
 
 
+def open_desktop_page(browser: Any, url: str) -> Any:
+    """The page at 1400 x 1000, every step of the test bounded by STEP_TIMEOUT_MS."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    expect.set_options(timeout=STEP_TIMEOUT_MS)
+    page.goto(url)
+    return page
+
+
 def test_explain_and_quiz_in_chromium(url: str, fixtures_dir: Path, screenshots: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(STEP_TIMEOUT_MS)
-            expect.set_options(timeout=STEP_TIMEOUT_MS)
-            page.goto(url)
+            page = open_desktop_page(browser, url)
             expect(page.get_by_role("heading", name="Machine teaching with Grad-CAM")).to_be_visible()
             # the gallery of the first group is shown with its credits
             expect(page.locator("#gallery img").first).to_be_visible()
@@ -123,10 +132,7 @@ def test_a_quiz_played_through_in_chromium(url: str, screenshots: Path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(STEP_TIMEOUT_MS)
-            expect.set_options(timeout=STEP_TIMEOUT_MS)
-            page.goto(url)
+            page = open_desktop_page(browser, url)
             page.get_by_role("tab", name="Quiz").click()
             page.locator("input[aria-label='Species group']:visible").click()
             page.get_by_role("option", name="Sharks").click()

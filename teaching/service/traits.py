@@ -34,10 +34,7 @@ def trait_masses(boxes: Sequence[TraitBox], m: np.ndarray, crop_box: Sequence[fl
     out: dict[int, tuple[float, float]] = {}
     mt = torch.from_numpy(np.ascontiguousarray(m)).float()
     seeded = torch.Generator().manual_seed(0)  # orders tied pixels the same way every time
-    top = metrics.top_mask(mt[None], metrics.TRAIT_TOP, seeded)[0]  # once for every trait: `trait_pointing`'s mass
-    weight = mt.clamp(min=0) * top
-    if float(weight.sum()) <= 0:
-        weight = top
+    weight = metrics.top_weight(mt, generator=seeded)  # once for every trait: `trait_pointing`'s mass
     for trait in sorted({b.trait for b in boxes}):
         parts = torch.tensor([b.box for b in boxes if b.trait == trait]) - torch.tensor([x0, y0, x0, y0])
         mask = metrics.box_mask(parts * scale, h, w)
